@@ -1,0 +1,1 @@
+"""The cloud receiver: MQTT subscriber, stream assembly, batched generative decoding, sinks."""

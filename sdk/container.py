@@ -1,0 +1,124 @@
+"""The .gac file: a small header followed by concatenated packets.
+
+Header (big-endian): b"GAC" | version:u8 | sample rate:u16 (Hz) | mode:u8 |
+frame count:u32 | sample count:u32 | codec id length:u8 | codec id (ASCII).
+Packets of at most `FILE_PACKET_FRAMES` frames follow (10 s each: fewer headers, fewer bits).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .bitstream import Packet, encode_packet, read_packet
+from .errors import BitstreamError
+from .spec import FRAME_RATE, MODE_IDS, MODE_NAMES, SAMPLE_RATE
+from .tokens import Tokens
+
+MAGIC = b"GAC"
+VERSION = 1
+FILE_PACKET_FRAMES = 250
+_FIXED = struct.Struct(">3sBHBIIB")
+
+
+@dataclass
+class GacInfo:
+    """What `gacflow info` reports about a .gac file."""
+
+    codec_id: str
+    mode: str
+    sample_rate: int
+    frames: int
+    num_samples: int
+    bytes: int
+    packets: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / FRAME_RATE
+
+    @property
+    def bitrate(self) -> float:
+        """Bit/s of the whole file, headers included."""
+        return self.bytes * 8 / self.duration if self.frames else 0.0
+
+
+def dumps(tokens: Tokens, width: int) -> bytes:
+    """Serialise tokens as a .gac byte string."""
+    cid = tokens.codec_id.encode("ascii")
+    if len(cid) > 255:
+        raise BitstreamError("codec id longer than 255 bytes")
+    n = len(tokens)
+    head = _FIXED.pack(
+        MAGIC, VERSION, SAMPLE_RATE, MODE_IDS[tokens.mode], n, tokens.num_samples or 0, len(cid)
+    )
+    out = [head, cid]
+    starts = range(0, max(n, 1), FILE_PACKET_FRAMES)
+    for seq, start in enumerate(starts):
+        chunk = tokens.ids[start : start + FILE_PACKET_FRAMES]
+        last = start + FILE_PACKET_FRAMES >= n
+        out.append(
+            encode_packet(
+                Packet(0, seq, start, chunk, width=width, mode=tokens.mode, eos=last)
+            )
+        )
+    return b"".join(out)
+
+
+def loads(data: bytes) -> tuple[Tokens, GacInfo]:
+    """Parse a .gac byte string; any malformation raises BitstreamError."""
+    if len(data) < _FIXED.size or data[:3] != MAGIC:
+        raise BitstreamError("not a .gac file (bad magic)")
+    magic, version, sr, mode_id, n, n_samples, cid_len = _FIXED.unpack(data[: _FIXED.size])
+    if version != VERSION:
+        raise BitstreamError(f"unsupported .gac version {version} (this build reads {VERSION})")
+    if mode_id not in MODE_NAMES:
+        raise BitstreamError(f"unknown mode id {mode_id} in .gac header")
+    if sr != SAMPLE_RATE:
+        raise BitstreamError(f".gac sample rate {sr} Hz, expected {SAMPLE_RATE}")
+    pos = _FIXED.size + cid_len
+    if len(data) < pos:
+        raise BitstreamError(".gac file truncated in its header")
+    try:
+        cid = data[_FIXED.size : pos].decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise BitstreamError(".gac codec id is not ASCII") from exc
+    ids = np.empty(n, dtype=np.int64)
+    filled, packets = 0, 0
+    while pos < len(data):
+        p, pos = read_packet(data, pos)
+        if p.first_frame != filled or filled + p.frame_count > n:
+            raise BitstreamError(".gac packets out of order or beyond the announced frame count")
+        if p.mode != MODE_NAMES[mode_id]:
+            raise BitstreamError(".gac packet mode differs from the file header")
+        ids[filled : filled + p.frame_count] = p.tokens
+        filled += p.frame_count
+        packets += 1
+    if filled != n:
+        raise BitstreamError(f".gac file truncated: {filled} of {n} frames present")
+    tokens = Tokens(ids, MODE_NAMES[mode_id], cid, n_samples or None)
+    return tokens, GacInfo(cid, tokens.mode, sr, n, n_samples, len(data), packets)
+
+
+def write(path: str | Path, tokens: Tokens, width: int) -> int:
+    """Write a .gac file atomically; returns its size in bytes."""
+    data = dumps(tokens, width)
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(p)
+    return len(data)
+
+
+def read(path: str | Path) -> tuple[Tokens, GacInfo]:
+    """Read and validate a .gac file."""
+    from .errors import GacflowError
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise GacflowError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return loads(data)

@@ -1,0 +1,80 @@
+"""Backend-independent streaming encoder: audio chunks in, tokens out, bit-exact.
+
+Audio is cut into 40 ms token frames; each frame's log-mel (NumPy) goes through an
+`EncoderRuntime.step` (torch, ONNX Runtime or LiteRT, each keeping its own conv state),
+and the shared FSQ step turns the latent into a token. Every frame is computed with
+the same shapes whatever the chunking, so streaming and whole-file encoding agree
+token for token. Latency: a token leaves as soon as its 640th sample arrives.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from .features import CONTEXT, token_frame_mels
+from .fsq import latent_to_tokens
+from .spec import FRAME_SAMPLES, Mode, TokenLayout
+
+
+class EncoderRuntime(Protocol):
+    """One encoder backend: stateful, one token frame per call."""
+
+    def reset(self) -> None: ...
+
+    def step(self, mel: np.ndarray) -> np.ndarray:
+        """log-mel [4, 80] float32 -> bounded latent [D] float32."""
+        ...
+
+
+class StreamingEncoder:
+    """Feed audio with `push` in any chunk sizes; `flush` pads and ends the stream."""
+
+    def __init__(self, runtime: EncoderRuntime, layout: TokenLayout, mode: Mode) -> None:
+        self.runtime = runtime
+        self.layout = layout
+        self.mode = mode
+        self.reset()
+
+    def reset(self) -> None:
+        self.runtime.reset()
+        self._audio = np.zeros(CONTEXT, dtype=np.float32)  # history + not yet encoded
+        self.samples_in = 0
+        self.frames_out = 0
+
+    def push(self, audio: np.ndarray) -> np.ndarray:
+        """Add 16 kHz float32 samples; return tokens of the frames completed by them."""
+        chunk = np.asarray(audio, dtype=np.float32).reshape(-1)
+        self.samples_in += len(chunk)
+        self._audio = np.concatenate([self._audio, chunk])
+        n = (len(self._audio) - CONTEXT) // FRAME_SAMPLES
+        return self._encode_frames(n)
+
+    def _latents(self, n: int) -> np.ndarray:
+        out = np.empty((n, len(self.layout.all_levels)), dtype=np.float32)
+        for j in range(n):
+            span = self._audio[j * FRAME_SAMPLES : j * FRAME_SAMPLES + CONTEXT + FRAME_SAMPLES]
+            out[j] = self.runtime.step(token_frame_mels(span))[: out.shape[1]]
+        self._audio = self._audio[n * FRAME_SAMPLES :]
+        return out
+
+    def _encode_frames(self, n: int) -> np.ndarray:
+        if n <= 0:
+            return np.zeros(0, dtype=np.int64)
+        tokens = latent_to_tokens(self._latents(n), self.layout, self.mode)
+        self.frames_out += n
+        return tokens
+
+    def flush(self) -> np.ndarray:
+        """Zero-pad the last partial frame, encode it, and reset for a new stream.
+
+        A stream of at least one sample always yields at least one frame.
+        """
+        pending = len(self._audio) - CONTEXT  # < FRAME_SAMPLES after every push
+        if pending > 0:
+            pad = np.zeros(FRAME_SAMPLES - pending, np.float32)
+            self._audio = np.concatenate([self._audio, pad])
+        tokens = self._encode_frames((len(self._audio) - CONTEXT) // FRAME_SAMPLES)
+        self.reset()
+        return tokens

@@ -1,0 +1,1 @@
+"""Training recipe for the gacflow codec (needs torch): corpus, losses, loop, checkpoints."""

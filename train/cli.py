@@ -1,0 +1,55 @@
+"""`gacflow-train`: build the corpus, train, and package a checkpoint as a bundle."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gacflow.errors import GacflowError
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="gacflow-train", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("corpus", help="decode the recorded corpus (and any folders) to shards")
+    c.add_argument("--out", default="data/corpus")
+    c.add_argument("--extra", nargs="*", type=Path, default=[],
+                   help="more folders of WAV/FLAC to add to training")
+    c.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("fit", help="train or resume a codec")
+    t.add_argument("--config", default=None, help="TOML config (see train/configs/)")
+    t.add_argument("--run", default="runs/base", help="run folder (checkpoint, logs)")
+    t.add_argument("--data", default=None)
+    t.add_argument("--steps", type=int, default=None)
+    b = sub.add_parser("bundle", help="package a checkpoint as a model bundle")
+    b.add_argument("checkpoint")
+    b.add_argument("--out", required=True)
+    b.add_argument("--name", default="gacflow-base")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "corpus":
+            from .corpus import build, default_splits
+
+            m = build(Path(args.out), default_splits(args.extra), args.seed)
+            for split, s in m["splits"].items():
+                print(f"{split}: {s['seconds']} s from {len(s['files'])} files, "
+                      f"speakers {', '.join(s['speakers'])}")
+        elif args.cmd == "fit":
+            from .config import TrainConfig
+            from .loop import train
+
+            cfg = TrainConfig.load(args.config, data=args.data, steps=args.steps)
+            print(train(cfg, Path(args.run)))
+        else:
+            from gacflow.export.bundle_writer import write_torch_bundle
+
+            print(write_torch_bundle(Path(args.checkpoint), Path(args.out), args.name))
+    except GacflowError as exc:
+        print(f"gacflow-train: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

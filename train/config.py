@@ -1,0 +1,45 @@
+"""Training configuration: one TOML file per model, every field with a default."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from gacflow.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    name: str = "base"
+    data: str = "data/corpus"
+    steps: int = 20_000
+    batch: int = 12
+    segment_frames: int = 40  # 1.6 s crops
+    lr: float = 6e-4
+    warmup: int = 300
+    enh_drop: float = 0.5  # chance of training a crop as the 175 mode
+    mel_weight: float = 1.0
+    stft_weight: float = 1.0
+    checkpoint_every: int = 100
+    valid_every: int = 500
+    seed: int = 0
+    threads: int = 2
+    encoder: dict[str, Any] = field(default_factory=dict)
+    decoder: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path | None, **overrides: Any) -> TrainConfig:
+        raw: dict[str, Any] = {}
+        if path:
+            try:
+                raw = tomllib.loads(Path(path).read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"training config {path}: {exc}") from exc
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ConfigError(f"training config {path}: unknown keys {sorted(unknown)}")
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**raw)
