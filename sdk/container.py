@@ -2,7 +2,7 @@
 
 Header (big-endian): b"GAC" | version:u8 | sample rate:u16 (Hz) | mode:u8 |
 frame count:u32 | sample count:u32 | codec id length:u8 | codec id (ASCII).
-Packets of at most `FILE_PACKET_FRAMES` frames follow (10 s each: fewer headers, fewer bits).
+Packets of at most `FILE_PACKET_FRAMES` frames follow (usually one: header bits count).
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .bitstream import Packet, encode_packet, read_packet
+from .bitstream import MAX_FRAMES, Packet, encode_packet, read_packet
 from .errors import BitstreamError
 from .spec import FRAME_RATE, MODE_IDS, MODE_NAMES, SAMPLE_RATE
 from .tokens import Tokens
 
 MAGIC = b"GAC"
 VERSION = 1
-FILE_PACKET_FRAMES = 250
+FILE_PACKET_FRAMES = MAX_FRAMES  # one packet up to 43 min: the fewest header bits
 _FIXED = struct.Struct(">3sBHBIIB")
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from .features import CONTEXT, token_frame_mels
 from .fsq import latent_to_tokens
 from .spec import FRAME_SAMPLES, Mode, TokenLayout
+from .tokens import Tokens
 
 
 class EncoderRuntime(Protocol):
@@ -78,3 +79,12 @@ class StreamingEncoder:
         tokens = self._encode_frames((len(self._audio) - CONTEXT) // FRAME_SAMPLES)
         self.reset()
         return tokens
+
+
+def encode_whole(
+    runtime: EncoderRuntime, layout: TokenLayout, mode: str, codec_id: str, wav: np.ndarray
+) -> Tokens:
+    """Whole-file encoding is streaming in one chunk: one code path, identical tokens."""
+    enc = StreamingEncoder(runtime, layout, layout.mode(mode))
+    ids = np.concatenate([enc.push(wav), enc.flush()])
+    return Tokens(ids, str(mode), codec_id, num_samples=len(wav))

@@ -13,7 +13,7 @@ from ..bitstream import SILENT
 from ..bundle import Bundle
 from ..fsq import indices_to_codes, tokens_to_indices
 from ..spec import DEFAULT_MODE, FRAME_SAMPLES, TokenLayout
-from ..streaming import StreamingEncoder
+from ..streaming import StreamingEncoder, encode_whole
 from ..tokens import Tokens
 from .decoder import Decoder, DecoderConfig
 from .encoder import Encoder, EncoderConfig
@@ -33,7 +33,14 @@ class TorchEncoderRuntime:
 
     @torch.inference_mode()
     def step(self, mel: np.ndarray) -> np.ndarray:
-        u, self.state = self.encoder.step(torch.from_numpy(mel)[None], self.state)
+        # One token frame is a few small ops: extra threads only add sync cost (40x slower
+        # on a busy 2-core box), so run single-threaded and restore the caller's setting.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            u, self.state = self.encoder.step(torch.from_numpy(mel)[None], self.state)
+        finally:
+            torch.set_num_threads(threads)
         return u[0, 0].numpy()
 
 
@@ -117,9 +124,8 @@ class Codec:
 
     def encode(self, wav: np.ndarray, mode: str = DEFAULT_MODE) -> Tokens:
         """16 kHz mono float32 -> tokens (same as streaming the whole file at once)."""
-        enc = self.streaming_encoder(mode)
-        ids = np.concatenate([enc.push(wav), enc.flush()])
-        return Tokens(ids, str(mode), self.codec_id, num_samples=len(wav))
+        return encode_whole(TorchEncoderRuntime(self.encoder), self.layout, mode, self.codec_id,
+                            wav)
 
     @torch.inference_mode()
     def decode(self, tokens: Tokens) -> np.ndarray:

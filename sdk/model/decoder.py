@@ -48,7 +48,9 @@ class Decoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.inp = nn.Linear(code_dims + 1, cfg.dim)
-        self.low = nn.Sequential(*(ConvNeXtBlock(cfg.dim, 5, cfg.mlp) for _ in range(cfg.blocks_low)))
+        self.low = nn.Sequential(
+            *(ConvNeXtBlock(cfg.dim, 5, cfg.mlp) for _ in range(cfg.blocks_low))
+        )
         self.up = nn.ConvTranspose1d(cfg.dim, cfg.dim, MELS_PER_TOKEN, stride=MELS_PER_TOKEN)
         self.high = nn.Sequential(
             *(ConvNeXtBlock(cfg.dim, cfg.kernel, cfg.mlp) for _ in range(cfg.blocks_high))

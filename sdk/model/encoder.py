@@ -93,7 +93,7 @@ class Encoder(nn.Module):
         """One token frame: mel [B, 4, 80] -> u [B, 1, D], new state."""
         h = F.relu(self.stem(self._norm(mel)))
         new_state = []
-        for b, s in zip(self.blocks, state):
+        for b, s in zip(self.blocks, state, strict=True):
             h, s2 = b.step(h, s)
             new_state.append(s2)
         return self._bound(h), new_state

@@ -1,0 +1,1 @@
+"""Command-line front ends: thin layers over the public API."""

@@ -1,0 +1,51 @@
+"""The .gac container: round trip, info figures, and refusal of damaged files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gacflow import container
+from gacflow.bitstream import SILENT
+from gacflow.errors import BitstreamError
+from gacflow.tokens import Tokens
+
+
+def _tokens(n: int = 750, mode: str = "275") -> Tokens:
+    ids = np.random.default_rng(0).integers(0, 1024 if mode == "275" else 64, n)
+    ids[10:20] = SILENT
+    return Tokens(ids, mode, "gacflow-test-12345678", num_samples=n * 640 - 100)
+
+
+@pytest.mark.parametrize("mode,width,limit", [("275", 10, 275), ("175", 6, 175)])
+def test_round_trip_and_bitrate_of_30s(mode: str, width: int, limit: int) -> None:
+    t = _tokens(750, mode)
+    t.ids[t.ids == SILENT] = 5  # bitrate budget is for continuous speech (no DTX savings)
+    data = container.dumps(t, width)
+    back, info = container.loads(data)
+    np.testing.assert_array_equal(back.ids, t.ids)
+    assert (back.mode, back.codec_id, back.num_samples) == (mode, t.codec_id, t.num_samples)
+    assert info.duration == pytest.approx(30.0)
+    assert info.bitrate <= limit
+
+
+def test_dtx_frames_survive() -> None:
+    t = _tokens(100)
+    back, _ = container.loads(container.dumps(t, 10))
+    assert (back.ids == SILENT).sum() == 10
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda b: b"RIFF" + b[4:], "magic"),
+        (lambda b: b[:3] + b"\x09" + b[4:], "version"),
+        (lambda b: b[:-3], "truncated"),
+        (lambda b: b[:20], "truncated"),
+        (lambda b: b + b"\x00" * 5, "truncated"),
+    ],
+)
+def test_damaged_files_refused(mutate, message) -> None:
+    data = container.dumps(_tokens(100), 10)
+    with pytest.raises(BitstreamError, match=message):
+        container.loads(mutate(data))
