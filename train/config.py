@@ -21,6 +21,13 @@ class TrainConfig:
     lr: float = 6e-4
     warmup: int = 300
     enh_drop: float = 0.5  # chance of training a crop as the 175 mode
+    gan_start: int = -1  # step at which the adversarial stage starts (-1: never)
+    adv_weight: float = 1.0
+    fm_weight: float = 2.0
+    disc_lr: float = 2e-4
+    freeze_encoder: bool = False  # train a decoder for an existing encoder's tokens
+    init_from: str = ""  # checkpoint to start from (e.g. the encoder a new decoder reads)
+    device: str = "auto"  # auto | cpu | cuda
     mel_weight: float = 1.0
     stft_weight: float = 1.0
     checkpoint_every: int = 100

@@ -62,28 +62,57 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
 def train(cfg: TrainConfig, run_dir: Path) -> Path:
     """Train (or resume) into run_dir; returns the checkpoint path."""
     from tqdm import tqdm
 
+    from .discriminators import Discriminators, discriminator_loss, generator_losses
+
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "ckpt.pt"
     data = Path(cfg.data)
     sampler = CropSampler(data / "train.npy", cfg.segment_frames, cfg.seed)
     valid = CropSampler(data / "valid.npy", cfg.segment_frames, 1234).batch(16, augment=False)
     model = build_model(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.01)
+    disc = Discriminators() if cfg.gan_start >= 0 else None
     step = 0
     if ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        step = ck["step"]
-        sampler.rng = np.random.default_rng(cfg.seed + step)
+    elif cfg.init_from:
+        ck = load_checkpoint(Path(cfg.init_from))
+        ck = {"model": ck["model"], "step": 0}
     else:
+        ck = None
         mel_stats(sampler, model)
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        step = ck["step"]
+        if disc is not None and "disc" in ck:
+            disc.load_state_dict(ck["disc"])
+    if cfg.freeze_encoder:
+        model.encoder.requires_grad_(False)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.01)
+    opt_d = None
+    if disc is not None:
+        disc.to(device)
+        opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.8, 0.99))
+    if ck is not None and "opt" in ck:
+        opt.load_state_dict(ck["opt"])
+        if opt_d is not None and "opt_d" in ck:
+            opt_d.load_state_dict(ck["opt_d"])
+    sampler.rng = np.random.default_rng(cfg.seed + step)
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     log = open(run_dir / "log.jsonl", "a")
     rng = np.random.default_rng(cfg.seed + 7 + step)
@@ -93,28 +122,40 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         model.train()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        wav = sampler.batch(cfg.batch)
+        wav = sampler.batch(cfg.batch).to(device)
         enh = torch.from_numpy((rng.random(cfg.batch) >= cfg.enh_drop).astype(np.float32))
-        out = model(wav, enh)
+        with amp:
+            out = model(wav, enh.to(device)).float()
         l_mel = mel_l1(model.mel, out, wav)
         l_stft = multi_resolution_stft(out, wav)
         loss = cfg.mel_weight * l_mel + cfg.stft_weight * l_stft
+        rec = {"step": step + 1, "mel": l_mel.item(), "stft": l_stft.item()}
+        gan = disc is not None and step >= cfg.gan_start
+        if gan:
+            with amp:
+                l_d = discriminator_loss(disc(wav), disc(out.detach()))
+            opt_d.zero_grad(set_to_none=True)
+            l_d.backward()
+            opt_d.step()
+            with amp:
+                adv, fm = generator_losses(disc(wav), disc(out))
+            loss = loss + cfg.adv_weight * adv + cfg.fm_weight * fm
+            rec.update(disc=l_d.item(), adv=adv.item(), fm=fm.item())
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
         bar.update(1)
         bar.set_postfix(mel=f"{l_mel.item():.3f}", stft=f"{l_stft.item():.3f}")
-        rec = {"step": step, "mel": l_mel.item(), "stft": l_stft.item(),
-               "lr": lr_at(step, cfg), "elapsed": round(time.time() - t0, 1)}
+        rec.update(lr=lr_at(step, cfg), elapsed=round(time.time() - t0, 1))
         if step % cfg.valid_every == 0 or step == cfg.steps:
-            rec.update(validate(model, valid))
+            rec.update(validate(model, valid.to(device)))
         if step % 10 == 0 or "valid_mel_275" in rec:
             log.write(json.dumps(rec) + "\n")
             log.flush()
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save_checkpoint(ckpt_path, checkpoint_payload(model, opt, step, cfg))
+            save_checkpoint(ckpt_path, checkpoint_payload(model, opt, step, cfg, disc, opt_d))
     bar.close()
     return ckpt_path
 
@@ -125,14 +166,17 @@ def validate(model: CodecModel, wav: torch.Tensor) -> dict[str, float]:
     model.eval()
     out = {}
     for name, flag in (("275", 1.0), ("175", 0.0)):
-        rec = model(wav, torch.full((len(wav),), flag))
+        rec = model(wav, torch.full((len(wav),), flag, device=wav.device))
         out[f"valid_mel_{name}"] = mel_l1(model.mel, rec, wav).item()
     return out
 
 
-def checkpoint_payload(model: CodecModel, opt, step: int, cfg: TrainConfig) -> dict:
+def checkpoint_payload(model: CodecModel, opt, step: int, cfg: TrainConfig, disc=None,
+                       opt_d=None) -> dict:
+    extra = {} if disc is None else {"disc": disc.state_dict(), "opt_d": opt_d.state_dict()}
     return {
-        "model": model.state_dict(),
+        **extra,
+        "model": {k: v.cpu() for k, v in model.state_dict().items()},
         "opt": opt.state_dict(),
         "step": step,
         "config": asdict(cfg),
