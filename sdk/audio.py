@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AudioError
+from .fileio import atomic_path
 from .spec import SAMPLE_RATE
 
 DEFAULT_MAX_SECONDS = 300.0  # longer inputs are refused: split them, or raise the limit
@@ -73,12 +74,9 @@ def write_wav(path: str | os.PathLike, wav: np.ndarray, sr: int = SAMPLE_RATE) -
     """Write 16-bit PCM WAV atomically (temp file + rename)."""
     import soundfile as sf
 
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".part")
     pcm = np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0)
-    sf.write(str(tmp), pcm, sr, subtype="PCM_16", format="WAV")
-    os.replace(tmp, p)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), pcm, sr, subtype="PCM_16", format="WAV")
 
 
 def pcm16_to_float(raw: bytes) -> np.ndarray:

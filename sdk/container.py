@@ -15,6 +15,7 @@ import numpy as np
 
 from .bitstream import MAX_FRAMES, Packet, encode_packet, read_packet
 from .errors import BitstreamError
+from .fileio import atomic_write_bytes
 from .spec import FRAME_RATE, MODE_IDS, MODE_NAMES, SAMPLE_RATE
 from .tokens import Tokens
 
@@ -106,10 +107,7 @@ def loads(data: bytes) -> tuple[Tokens, GacInfo]:
 def write(path: str | Path, tokens: Tokens, width: int) -> int:
     """Write a .gac file atomically; returns its size in bytes."""
     data = dumps(tokens, width)
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(p)
+    atomic_write_bytes(path, data)
     return len(data)
 
 

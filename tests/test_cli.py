@@ -78,6 +78,7 @@ def _bad_inputs(tmp: Path, speech: np.ndarray) -> dict[str, list[str]]:
         "wav as gac": ["info", str(tmp / "ok.wav")],
         "wrong codec": ["decode", str(tmp / "foreign.gac"), str(tmp / "o.wav")],
         "missing gac": ["info", str(tmp / "nope.gac")],
+        "unwritable output": ["decode", str(tmp / "ok.gac"), "/proc/gacflow-test/o.wav"],
         "missing bundle": ["encode", str(tmp / "ok.wav"), str(tmp / "o.gac"),
                            "--bundle", str(tmp / "nobundle")],
     }
