@@ -41,3 +41,22 @@ def test_recipe_on_a_user_folder(tmp_path: Path, speech: np.ndarray) -> None:
     codec = Codec.from_bundle(Bundle.load(tmp_path / "b").root)
     out = codec.decode(codec.encode(speech[:16000], "175"))
     assert out.shape == (16000,) and np.isfinite(out).all()
+
+
+def test_synthetic_english_has_audio_text_and_phonemes(tmp_path: Path) -> None:
+    import shutil
+
+    import pytest
+
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng not installed")
+    from gacflow.audio import read_audio
+    from gacflow.train.synth import build_synthetic
+
+    m = build_synthetic(tmp_path, 2, seed=1)
+    wavs = sorted(tmp_path.rglob("*.wav"))
+    assert len(wavs) == 2 and len(m["items"]) == 2
+    for w in wavs:
+        assert len(read_audio(w)) > 16000 // 2
+        assert w.with_suffix(".txt").read_text().strip()
+        assert w.with_suffix(".phn").read_text().strip()

@@ -17,6 +17,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--extra", nargs="*", type=Path, default=[],
                    help="more folders of WAV/FLAC to add to training")
     c.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("synth", help="synthetic English with text + phonemes (espeak-ng)")
+    s.add_argument("--out", default="data/synth-en")
+    s.add_argument("--count", type=int, default=2000)
+    s.add_argument("--seed", type=int, default=0)
     t = sub.add_parser("fit", help="train or resume a codec")
     t.add_argument("--config", default=None, help="TOML config (see train/configs/)")
     t.add_argument("--run", default="runs/base", help="run folder (checkpoint, logs)")
@@ -35,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
             for split, s in m["splits"].items():
                 print(f"{split}: {s['seconds']} s from {len(s['files'])} files, "
                       f"speakers {', '.join(s['speakers'])}")
+        elif args.cmd == "synth":
+            from .synth import build_synthetic
+
+            m = build_synthetic(Path(args.out), args.count, args.seed)
+            print(f"{len(m['items'])} utterances in {args.out}")
         elif args.cmd == "fit":
             from .config import TrainConfig
             from .loop import train
