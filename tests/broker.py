@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -30,7 +31,10 @@ class Mosquitto:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {self.dir}/\n"
-            "autosave_interval 1\nmax_queued_messages 100000\n" + extra_conf
+            "autosave_interval 1\nmax_queued_messages 100000\n"
+            # started as root, mosquitto drops to its own user and cannot write self.dir
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + extra_conf
         )
         self.proc: subprocess.Popen | None = None
 

@@ -1,0 +1,70 @@
+"""A synthetic device for tests and benchmarks: packetize tokens and publish them over MQTT.
+
+It speaks exactly what an edge agent speaks (retained birth status, QoS 1 packets on
+gacflow/v1/<device>/tokens) but takes tokens from the torch codec, and can reorder,
+duplicate or drop packets to exercise the receiver's jitter buffer.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import paho.mqtt.client as mqtt
+
+from gacflow import topics
+from gacflow.bitstream import Packet, encode_packet
+from gacflow.spec import FRAME_RATE, TokenLayout
+
+from .config import parse_broker
+
+
+def packetize(ids: np.ndarray, mode: str, layout: TokenLayout, frames_per_packet: int = 25,
+              stream_id: int = 1) -> list[bytes]:
+    """Token ids -> encoded packets; the last one carries end-of-stream."""
+    width = layout.mode(mode).bits
+    out = []
+    starts = list(range(0, max(1, len(ids)), frames_per_packet))
+    for k, a in enumerate(starts):
+        chunk = np.asarray(ids[a : a + frames_per_packet], dtype=np.int64)
+        out.append(encode_packet(Packet(stream_id, k & 0xFFFF, a, chunk, width, mode,
+                                        eos=k == len(starts) - 1)))
+    return out
+
+
+class Publisher:
+    """A paho client that publishes as device `device` (QoS 1, retained birth message)."""
+
+    def __init__(self, broker: str, device: str, codec_id: str, mode: str = "275") -> None:
+        url = parse_broker(broker)
+        self.device = device
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{device}",
+                                  protocol=mqtt.MQTTv5)
+        self.client.will_set(topics.topic(device, "status"),
+                             topics.status_message(False), qos=1, retain=True)
+        self.client.max_inflight_messages_set(1000)
+        self.client.connect(url.host, url.port)
+        self.client.loop_start()
+        self.status(True, codec_id=codec_id, mode=mode)
+
+    def status(self, online: bool, **fields) -> None:
+        self.client.publish(topics.topic(self.device, "status"),
+                            topics.status_message(online, **fields), qos=1,
+                            retain=True).wait_for_publish(10)
+
+    def publish(self, payload: bytes) -> mqtt.MQTTMessageInfo:
+        return self.client.publish(topics.topic(self.device, "tokens"), payload, qos=1)
+
+    def send(self, packets: list[bytes], realtime_frames: int = 0) -> None:
+        """Publish packets; with realtime_frames, pace them as a live agent would."""
+        infos = []
+        for p in packets:
+            infos.append(self.publish(p))
+            if realtime_frames:
+                time.sleep(realtime_frames / FRAME_RATE)
+        for i in infos:
+            i.wait_for_publish(30)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

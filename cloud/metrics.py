@@ -1,0 +1,95 @@
+"""Receiver metrics in the Prometheus text format, and a /health endpoint (stdlib only).
+
+Counters are per device where that helps find a misbehaving device (packets, bytes,
+gaps, bad packets); decode figures are receiver-wide.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PER_DEVICE = {
+    "packets": "packets received",
+    "bytes": "payload bytes received",
+    "duplicates": "duplicate packets ignored",
+    "gaps": "gaps (lost packets) detected",
+    "lost_frames": "token frames lost and concealed",
+    "bad_packets": "malformed or implausible packets refused",
+    "codec_mismatch": "packets refused because the device runs another codec",
+    "sessions": "sessions finished",
+}
+
+
+class Metrics:
+    """Thread-safe counters and gauges; `render()` gives the Prometheus exposition text."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counters: dict[str, dict[str, float]] = {k: defaultdict(float) for k in PER_DEVICE}
+        self.gauges: dict[str, float] = {
+            "devices": 0, "live_sessions": 0, "queue_depth": 0, "decode_latency_seconds": 0,
+            "decode_rtf": 0, "decoded_audio_seconds_total": 0, "decode_batches_total": 0,
+            "connected": 0,
+        }
+
+    def inc(self, name: str, device: str, value: float = 1.0) -> None:
+        with self.lock:
+            self.counters[name][device] += value
+
+    def set(self, name: str, value: float) -> None:
+        with self.lock:
+            self.gauges[name] = value
+
+    def total(self, name: str) -> float:
+        with self.lock:
+            return sum(self.counters[name].values())
+
+    def render(self) -> str:
+        lines = []
+        with self.lock:
+            for name, help_ in PER_DEVICE.items():
+                lines += [f"# HELP gacflow_{name}_total {help_}",
+                          f"# TYPE gacflow_{name}_total counter"]
+                for dev, v in sorted(self.counters[name].items()):
+                    lines.append(f'gacflow_{name}_total{{device="{dev}"}} {v:g}')
+            for name, v in self.gauges.items():
+                kind = "counter" if name.endswith("_total") else "gauge"
+                lines += [f"# TYPE gacflow_{name} {kind}", f"gacflow_{name} {v:g}"]
+        return "\n".join(lines) + "\n"
+
+    def health(self) -> tuple[int, dict]:
+        with self.lock:
+            ok = bool(self.gauges["connected"])
+            body = {"status": "ok" if ok else "disconnected",
+                    "live_sessions": self.gauges["live_sessions"],
+                    "queue_depth": self.gauges["queue_depth"]}
+        return (200 if ok else 503), body
+
+
+def serve(metrics: Metrics, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """Serve /metrics and /health on a daemon thread; returns the server (for .shutdown())."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            if self.path.startswith("/metrics"):
+                code, body, ctype = 200, metrics.render().encode(), "text/plain; version=0.0.4"
+            elif self.path.startswith("/health"):
+                code, obj = metrics.health()
+                body, ctype = json.dumps(obj).encode(), "application/json"
+            else:
+                code, body, ctype = 404, b"not found\n", "text/plain"
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:  # keep the receiver's log clean
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
+    return server

@@ -1,0 +1,227 @@
+"""The receiver's main loop: subscriber -> streams -> decoder service -> sinks.
+
+One thread does all the work in steps: take what the subscriber queued, route each
+message (status or packet) to its session, commit the archive, acknowledge the
+messages, advance the jitter buffers, decode every settled window of every stream in
+one batch, and hand the audio to the WAV sink. Bad input is counted and logged once
+per device and kind; nothing a device sends can end the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from gacflow import topics
+from gacflow.bitstream import decode_packet
+from gacflow.errors import BitstreamError, GacflowError
+
+from .decoder_service import DecoderService
+from .metrics import Metrics
+from .sinks import Archive, WavSink
+from .streams import Session, StreamPolicy, StreamTable
+from .subscriber import Message, Subscriber
+
+log = logging.getLogger("gacflow.cloud")
+
+
+def status_codec(status: dict) -> str | None:
+    """The codec id a device announces in its birth message."""
+    for key in ("codec_id", "codec"):
+        v = status.get(key)
+        if isinstance(v, str):
+            return v
+    return None
+
+
+class Receiver:
+    def __init__(self, codec, out: str | Path, archive: str | Path | None = None,
+                 policy: StreamPolicy | None = None, metrics: Metrics | None = None,
+                 decoder: DecoderService | None = None) -> None:
+        self.codec = codec
+        self.table = StreamTable(codec.layout, policy)
+        self.decoder = decoder or DecoderService(codec)
+        self.wavs = WavSink(out)
+        self.archive = Archive(archive) if archive else None
+        self.metrics = metrics or Metrics()
+        self.status: dict[str, dict] = {}
+        self.devices: set[str] = set()
+        self.warned: set[tuple[str, str]] = set()
+        self.finished: list[tuple[Session, Path]] = []
+        self.on_finished: Callable[[Session, Path], None] | None = None
+
+    # -- intake ---------------------------------------------------------------------
+    def handle(self, msg: Message) -> None:
+        parsed = topics.parse_topic(msg.topic)
+        if parsed is None:
+            self._warn("?", "topic", f"ignoring message on unexpected topic {msg.topic!r}")
+            return
+        device, kind = parsed
+        self.devices.add(device)
+        if kind == "status":
+            self._status(device, msg.payload)
+        elif kind == "tokens":
+            self._packet(device, msg.payload, msg.arrival)
+
+    def _status(self, device: str, payload: bytes) -> None:
+        st = topics.parse_status(payload)
+        if st is None:
+            if payload:  # an empty retained message just clears the status
+                self._warn(device, "status", f"device {device}: unreadable status message")
+            return
+        self.status[device] = st
+        codec_id = status_codec(st)
+        log.info("device %s %s (codec %s, mode %s)", device,
+                 "online" if st["online"] else "offline", codec_id, st.get("mode"))
+        if codec_id and codec_id != self.codec.codec_id:
+            self._warn(device, "codec",
+                       f"device {device} runs codec {codec_id!r}, this receiver holds "
+                       f"{self.codec.codec_id!r}: its packets are archived, not decoded")
+
+    def _packet(self, device: str, payload: bytes, arrival: float) -> None:
+        m = self.metrics
+        m.inc("packets", device)
+        m.inc("bytes", device, len(payload))
+        codec_id = status_codec(self.status.get(device, {}))
+        if codec_id and codec_id != self.codec.codec_id:
+            m.inc("codec_mismatch", device)
+            self._warn(device, "codec", f"device {device} runs codec {codec_id!r}, this "
+                       f"receiver holds {self.codec.codec_id!r}: packets archived, not decoded")
+            self._archive(device, arrival, payload, None, f"codec {codec_id}")
+            return
+        try:
+            p = decode_packet(payload)
+            s, placed = self.table.route(device, p, arrival)
+        except BitstreamError as exc:
+            m.inc("bad_packets", device)
+            self._warn(device, "bad", f"device {device}: bad packet refused ({exc}); "
+                       "further bad packets from it are only counted")
+            self._archive(device, arrival, payload, None, str(exc)[:200])
+            return
+        if s.packets == 1 and placed.outcome == "new" and self.archive:
+            self.archive.open_session(s, codec_id or self.codec.codec_id)
+        if placed.outcome != "new":
+            m.inc("duplicates", device)
+        self._archive(device, arrival, payload, s.name, None)
+
+    def _archive(self, device, arrival, payload, session, error) -> None:
+        if self.archive:
+            self.archive.add_packet(device, arrival, payload, session, error)
+
+    def _warn(self, device: str, kind: str, text: str) -> None:
+        if (device, kind) not in self.warned:
+            self.warned.add((device, kind))
+            log.warning(text)
+
+    # -- decoding -------------------------------------------------------------------
+    def tick(self, now: float, final: bool = False) -> list[Session]:
+        """Advance sessions, decode what settled (all of it for ended ones), write audio."""
+        ended = self.table.finish_all(now) if final else self.table.tick(now)
+        jobs = [j for s in self.table.sessions.values() for j in self.decoder.plan(s)]
+        jobs += [j for s in ended for j in self.decoder.plan(s, final=True)]
+        for j in self.decoder.run(jobs):
+            self.wavs.write(j.session, j.audio)
+        for s in list(self.table.sessions.values()) + ended:
+            self._report_gaps(s)
+        for s in ended:
+            self._close(s)
+        self._gauges()
+        return ended
+
+    def _report_gaps(self, s: Session) -> None:
+        """Gaps go to the metrics as soon as they are declared, not at the session's end."""
+        gaps, lost = s.reported
+        if (s.gaps, s.lost_frames) != (gaps, lost):
+            self.metrics.inc("gaps", s.device, s.gaps - gaps)
+            self.metrics.inc("lost_frames", s.device, s.lost_frames - lost)
+            s.reported = (s.gaps, s.lost_frames)
+
+    def _close(self, s: Session) -> None:
+        path = self.wavs.close(s)
+        m = self.metrics
+        m.inc("sessions", s.device)
+        if self.archive:
+            self.archive.close_session(s, str(path))
+            self.archive.commit()
+        log.info("session %s/%s done: %.1f s, %d packets, %d gaps (%d frames lost), %s",
+                 s.device, s.name, s.frames / 25, s.packets, s.gaps, s.lost_frames, path)
+        self.finished.append((s, path))
+        if self.on_finished:
+            self.on_finished(s, path)
+
+    def _gauges(self) -> None:
+        st = self.decoder.stats
+        m = self.metrics
+        m.set("devices", len(self.devices))
+        m.set("live_sessions", len(self.table.sessions))
+        m.set("decode_latency_seconds", st.last_latency)
+        m.set("decode_rtf", st.rtf)
+        m.set("decoded_audio_seconds_total", st.seconds_audio)
+        m.set("decode_batches_total", st.batches)
+
+    # -- restart --------------------------------------------------------------------
+    def recover(self) -> int:
+        """Reload sessions that were live when the receiver last stopped; returns how many."""
+        if not self.archive:
+            return 0
+        n = 0
+        for device, name, _sid, _codec, started in self.archive.sessions(live_only=True):
+            s = None
+            for arrival, payload in self.archive.packets(device, name):
+                try:
+                    p = decode_packet(payload)
+                except BitstreamError:
+                    continue
+                s = self.table.session_for(device, p, started, name=name)
+                try:
+                    s.place(p, arrival)
+                except BitstreamError:
+                    continue
+            if s is not None:
+                s.started = started
+                self.devices.add(device)
+                n += 1
+        if n:
+            log.info("resumed %d live session(s) from the archive", n)
+        return n
+
+    # -- the loop -------------------------------------------------------------------
+    def step(self, sub: Subscriber, timeout: float = 0.1, max_messages: int = 2000) -> int:
+        """One round; returns the number of messages handled."""
+        msgs = []
+        try:
+            msgs.append(sub.inbox.get(timeout=timeout))
+            while len(msgs) < max_messages:
+                msgs.append(sub.inbox.get_nowait())
+        except queue.Empty:
+            pass
+        for msg in msgs:
+            try:
+                self.handle(msg)
+            except GacflowError as exc:  # belt and braces: one bad message never stops us
+                self._warn("?", "error", f"message refused: {exc}")
+            except Exception:  # a bug, but a device's message must not end the service
+                log.exception("internal error on a message from %s (please report)",
+                              msg.topic)
+        if self.archive and msgs:
+            self.archive.commit()
+        for msg in msgs:
+            sub.ack(msg)
+        self.metrics.set("queue_depth", sub.inbox.qsize())
+        self.metrics.set("connected", int(sub.connected))
+        self.tick(time.time())
+        return len(msgs)
+
+    def run(self, sub: Subscriber, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.step(sub)
+
+    def close(self) -> None:
+        """Stop without ending live sessions: a restart resumes them from the archive."""
+        self.wavs.close_all()
+        if self.archive:
+            self.archive.close()
