@@ -1,0 +1,100 @@
+"""`gacflow eval` end to end on real clips: our codec (shipped bundle) vs Codec 2 and Opus."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from gacflow.audio import write_wav
+from gacflow.bundle import Bundle
+from gacflow.eval.cli import main
+from gacflow.eval.runner import estimate_lag
+from gacflow.spec import SAMPLE_RATE
+
+
+@pytest.fixture(scope="module")
+def clips_dir(tmp_path_factory, speech):
+    """The whole 18 s sample (for bitrates: header bytes spread thin) and a 3 s cut."""
+    d = tmp_path_factory.mktemp("clips")
+    write_wav(d / "long.wav", speech)
+    write_wav(d / "short.wav", speech[2 * SAMPLE_RATE: 5 * SAMPLE_RATE])
+    return d
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory, clips_dir, bundle_dir):
+    """One evaluation run; `pesq` is made unimportable to check the n/a path."""
+    import torch
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("eval")
+    saved = sys.modules.get("pesq")
+    sys.modules["pesq"] = None  # `import pesq` now raises ImportError, as if not installed
+    try:
+        rc = main(["--bundle", str(bundle_dir), "--data", str(clips_dir), "--out", str(out),
+                   "--anchors", "codec2-700C,opus-6", "--metrics", "stoi,pesq"])
+    finally:
+        if saved is None:
+            sys.modules.pop("pesq", None)
+        else:
+            sys.modules["pesq"] = saved
+    return rc, out
+
+
+def _rows(md: str) -> dict[str, list[str]]:
+    lines = [ln for ln in md.splitlines() if ln.startswith("| ") and "---" not in ln]
+    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+    return {c[0]: c[1:] for c in cells[1:]}
+
+
+def test_table_has_every_system_and_na_for_missing_metric(result, bundle_dir):
+    rc, out = result
+    assert rc == 0
+    md = (out / "quality.md").read_text()
+    rows = _rows(md)
+    decoders = Bundle.load(bundle_dir).model_config["decoders"]
+    expected = {f"gacflow-{m} ({d})" for d in decoders for m in ("275", "175")}
+    expected |= {"codec2-700C", "opus-6", "reference (PCM 16 kHz)"}
+    assert set(rows) == expected
+    for cells in rows.values():  # nominal, actual, STOI, PESQ-WB
+        assert cells[3] == "n/a"
+        assert 0.0 <= float(cells[2]) <= 1.0
+    assert "PESQ-WB: n/a" in md and "pip install pesq" in md
+    assert (out / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bitrates_and_scores_are_sane(result):
+    _, out = result
+    recs = json.loads((out / "clips.json").read_text())
+    assert len(recs) == 2 * len({r["system"] for r in recs})
+    assert all(r["error"] is None for r in recs)
+    by = {(r["clip"], r["system"].split(" ")[0]): r for r in recs}
+    # 18 s clip: token payload 250/150 bit/s plus the .gac header stays under the mode's cap.
+    assert 250 <= by["long.wav", "gacflow-275"]["bps"] <= 275
+    assert 150 <= by["long.wav", "gacflow-175"]["bps"] <= 175
+    for clip in ("long.wav", "short.wav"):
+        assert 700 <= by[clip, "codec2-700C"]["bps"] <= 800  # 28 bits/40 ms, byte-padded
+        assert 5000 <= by[clip, "opus-6"]["bps"] <= 12000  # Ogg overhead on short files
+        assert by[clip, "reference"]["scores"]["stoi"] == pytest.approx(1.0, abs=1e-3)
+        # Codec 2 keeps the words intelligible once its delay is undone.
+        assert by[clip, "codec2-700C"]["scores"]["stoi"] > 0.6
+        assert 0 <= by[clip, "codec2-700C"]["lag_ms"] <= 40
+
+
+def test_estimate_lag_recovers_a_known_delay(speech):
+    ref = speech[: 4 * SAMPLE_RATE]
+    delayed = np.concatenate([np.zeros(288, np.float32), ref[:-288]])
+    assert estimate_lag(ref, delayed) == 288
+    assert estimate_lag(ref, ref) == 0
+
+
+def test_user_errors_are_one_line(tmp_path, capsys, clips_dir):
+    assert main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    assert main(["--data", str(clips_dir), "--metrics", "stoi,bogus"]) == 2
+    assert main(["--data", str(clips_dir), "--anchors", "codec2-999"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(e.startswith("gacflow eval: error:") for e in err)
+    assert main([]) == 2  # argparse usage error: reported, not raised as SystemExit
