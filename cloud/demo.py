@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--input", default=None, help="speech file (default: the bundled sample)")
     ap.add_argument("--out", default="gacflow-demo", help="output folder (default gacflow-demo)")
     ap.add_argument("--mode", default="275", choices=["275", "175"], help="operating point")
-    ap.add_argument("--batch-seconds", type=float, default=1.0, help="seconds per packet")
+    ap.add_argument("--batch-seconds", type=float, default=5.0,
+                    help="seconds per packet (default 5: headers stay under the 275 budget)")
     ap.add_argument("--bundle", default=None, help="model bundle (default: shipped)")
     ap.add_argument("--decoder", default=None, help="decoder size in the bundle")
     ap.add_argument("--backend", default="auto", help="edge encoder backend: auto, onnx, tflite")

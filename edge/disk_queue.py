@@ -1,0 +1,118 @@
+"""On-disk packet queue (SQLite, WAL): packets survive broker outages, crashes and power cuts.
+
+A packet is inserted when it is produced and deleted only when the broker acknowledged
+it (PUBACK). Row ids increase, so reading in id order publishes in production order,
+also across restarts. `synchronous=FULL` makes every insert durable before the agent
+goes on (one fsync per packet: at most a few per second).
+
+Size cap, drop policy: when `max_packets` rows are queued, inserting a new packet drops
+the *oldest* ones and counts them in `dropped` (persisted): during a very long outage
+the newest speech is kept, and a receiver sees the gap as missing sequence numbers.
+
+The queue also stores the stream-id counter, so a restarted agent starts a new stream.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from gacflow.errors import ConfigError, GacflowError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS packets (id INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class DiskQueue:
+    """Thread-safe FIFO of packet payloads in one SQLite file."""
+
+    def __init__(self, path: str | Path, max_packets: int = 100_000) -> None:
+        self.path = Path(path)
+        self.max_packets = max_packets
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False,
+                                       isolation_level=None, timeout=10)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+            self._count = self._db.execute("SELECT COUNT(*) FROM packets").fetchone()[0]
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"queue {self.path}: cannot open ({exc})") from exc
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _tx(self, what: str) -> Iterator[None]:
+        """One locked write transaction; a disk error becomes one clear GacflowError."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise GacflowError(f"queue {self.path}: {what} failed ({exc})") from exc
+
+    def _meta(self, key: str) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _set_meta(self, key: str, value: int) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    @property
+    def dropped(self) -> int:
+        with self._lock:
+            return self._meta("dropped")
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._count
+
+    def new_stream_id(self) -> int:
+        """0, 1, ..., 255, 0, ...: one per agent session, remembered across restarts."""
+        with self._tx("stream id update"):
+            sid = self._meta("next_stream_id")
+            self._set_meta("next_stream_id", (sid + 1) % 256)
+        return sid
+
+    def put(self, payload: bytes) -> int:
+        """Append a packet durably; drop the oldest beyond the cap. Returns the number dropped."""
+        with self._tx("insert"):
+            excess = max(0, self._count + 1 - self.max_packets)
+            if excess:
+                cur = self._db.execute(
+                    "DELETE FROM packets WHERE id IN "
+                    "(SELECT id FROM packets ORDER BY id LIMIT ?)", (excess,))
+                excess = cur.rowcount
+                self._set_meta("dropped", self._meta("dropped") + excess)
+            self._db.execute("INSERT INTO packets (payload) VALUES (?)", (payload,))
+            self._count += 1 - excess
+        return excess
+
+    def after(self, last_id: int, limit: int) -> list[tuple[int, bytes]]:
+        """Up to `limit` packets with id > last_id, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, payload FROM packets WHERE id > ? ORDER BY id LIMIT ?",
+                (last_id, limit)).fetchall()
+        return [(int(i), bytes(p)) for i, p in rows]
+
+    def delete(self, packet_id: int) -> None:
+        """Forget an acknowledged packet (no-op if it was already dropped)."""
+        with self._tx("delete"):
+            cur = self._db.execute("DELETE FROM packets WHERE id=?", (packet_id,))
+            self._count -= cur.rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass

@@ -1,0 +1,60 @@
+"""Group token frames into packets: one packet per batching interval, an eos packet at the end.
+
+Sequence numbers start at 0 in every stream and increase by one per packet; first_frame
+counts frames from the start of the stream, so a receiver can place every packet on
+the stream's timeline (silent DTX frames are in the packet as SILENT, not skipped).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gacflow.bitstream import Packet
+from gacflow.errors import ConfigError
+from gacflow.spec import FRAME_RATE, Mode
+
+
+def frames_per_packet(batch_seconds: float) -> int:
+    """0.2-10 s of 40 ms frames (5-250 frames)."""
+    if not 0.2 <= batch_seconds <= 10.0:
+        raise ConfigError(f"batch-seconds must be between 0.2 and 10, got {batch_seconds:g}")
+    return max(1, round(batch_seconds * FRAME_RATE))
+
+
+class Packetizer:
+    """Accumulates released frames of one stream and cuts them into packets."""
+
+    def __init__(self, stream_id: int, mode: Mode, batch_seconds: float) -> None:
+        self.stream_id = stream_id & 0xFF
+        self.mode = mode
+        self.size = frames_per_packet(batch_seconds)
+        self.seq = 0
+        self.next_frame = 0  # first frame index of the pending packet
+        self._pending: list[int] = []
+        self.ended = False
+
+    def push(self, tokens: np.ndarray) -> list[Packet]:
+        """Add frames; return the packets they complete."""
+        if self.ended:
+            raise RuntimeError("stream already ended")
+        self._pending.extend(int(t) for t in tokens)
+        out = []
+        while len(self._pending) >= self.size:
+            out.append(self._cut(self.size, eos=False))
+        return out
+
+    def finish(self) -> Packet:
+        """The last packet, flagged end-of-stream (possibly with zero frames)."""
+        packet = self._cut(len(self._pending), eos=True)
+        self.ended = True
+        return packet
+
+    def _cut(self, n: int, eos: bool) -> Packet:
+        tokens = np.array(self._pending[:n], dtype=np.int64)
+        del self._pending[:n]
+        packet = Packet(stream_id=self.stream_id, seq=self.seq & 0xFFFF,
+                        first_frame=self.next_frame & 0xFFFFFF, tokens=tokens,
+                        width=self.mode.bits, mode=self.mode.name, eos=eos)
+        self.seq += 1
+        self.next_frame += n
+        return packet
