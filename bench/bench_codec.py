@@ -51,11 +51,14 @@ def main() -> None:
         f"Codec speed, 30 s clip, CPU ({platform.processor() or platform.machine()}, "
         f"torch threads={args.threads}, best of {args.repeats}); codec {bundle.codec_id}",
         "",
-        "| decoder | decoder params (M) | torch encode (s) | encode RTF | decode (s) | decode RTF |",
+        "| decoder | decoder params (M) | torch encode (s) | encode RTF | decode (s) "
+        "| decode RTF |",
         "|---|---|---|---|---|---|",
     ]
     for name, params, te, td in rows:
-        lines.append(f"| {name} | {params:.2f} | {te:.2f} | {te / 30:.3f} | {td:.2f} | {td / 30:.3f} |")
+        lines.append(
+            f"| {name} | {params:.2f} | {te:.2f} | {te / 30:.3f} | {td:.2f} | {td / 30:.3f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     OUT.parent.mkdir(parents=True, exist_ok=True)
