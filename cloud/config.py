@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
+from gacflow.broker_url import BrokerURL, parse_broker_url
 from gacflow.errors import ConfigError
 
 ENV_PREFIX = "GACFLOW_CLOUD_"
@@ -119,26 +119,6 @@ def resolve(args: argparse.Namespace, env: dict[str, str] | None = None) -> dict
     return cfg
 
 
-@dataclass(frozen=True)
-class BrokerURL:
-    host: str
-    port: int
-    tls: bool
-    username: str | None
-    password: str | None
-
-
 def parse_broker(url: str) -> BrokerURL:
-    """mqtt://[user[:pass]@]host[:port] or mqtts://...; ConfigError otherwise."""
-    u = urlsplit(url if "://" in url else "mqtt://" + url)
-    if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-        raise ConfigError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
-    tls = u.scheme in ("mqtts", "ssl")
-    try:
-        port = u.port or (8883 if tls else 1883)
-    except ValueError as exc:
-        raise ConfigError(f"broker URL {url!r}: bad port") from exc
-    if not u.hostname:
-        raise ConfigError(f"broker URL {url!r}: no host")
-    return BrokerURL(u.hostname, port, tls, unquote(u.username) if u.username else None,
-                     unquote(u.password) if u.password else None)
+    """The receiver accepts credentials in the URL (cloud configs are not process lists)."""
+    return parse_broker_url(url, allow_credentials=True)

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from gacflow.broker_url import parse_broker_url
 from gacflow.errors import ConfigError
 from gacflow.topics import DEVICE_RE
 
@@ -286,16 +286,6 @@ def validate(cfg: EdgeConfig) -> EdgeConfig:
 
 
 def broker_address(url: str) -> tuple[str, int, bool]:
-    """'mqtt://host:port' -> (host, port, tls); ConfigError for anything else."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"broker {url!r}: bad URL ({exc})") from exc
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ConfigError(f"broker {url!r}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
-    if parts.path not in ("", "/") or parts.query or parts.username:
-        raise ConfigError(f"broker {url!r}: no path, query or credentials in the URL "
-                          "(use --username/--password)")
-    tls = parts.scheme == "mqtts"
-    return parts.hostname, port or (8883 if tls else 1883), tls
+    """'mqtt://host:port' -> (host, port, tls); credentials belong in --username/--password."""
+    b = parse_broker_url(url, allow_credentials=False)
+    return b.host, b.port, b.tls

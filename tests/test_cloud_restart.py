@@ -84,7 +84,7 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(broker, tmp_path, speech)
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--broker", "ftp://x"], "scheme must be mqtt"),
+    (["--broker", "ftp://x"], "expected mqtt://HOST"),
     (["--idle-timeout", "soon"], "idle_timeout must be float"),
     (["--config", "/nonexistent.toml"], "not found"),
     (["redecode", "--archive", "/nonexistent.sqlite", "--out", "x"], "not found"),

@@ -56,7 +56,7 @@ def test_config_file_from_env_and_table(tmp_path):
         (["--threads", "two"], {}, None, "bad value for threads"),
         (["--mode", "300"], {}, None, "mode must be one of 275, 175"),
         (["--broker", "http://x"], {}, None, "expected mqtt://HOST"),
-        (["--broker", "mqtt://user:pw@x"], {}, None, "no path, query or credentials"),
+        (["--broker", "mqtt://user:pw@x"], {}, None, "no credentials in the URL"),
         (["--device-id", "a/b"], {}, None, "device-id"),
         (["--ca-file", "/nonexistent/ca.pem"], {}, None, "no such file"),
         ([], {"GACFLOW_EDGE_BATCHSECONDS": "1"}, None, "unknown variable"),
