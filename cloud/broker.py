@@ -1,9 +1,8 @@
-"""A throwaway local MQTT broker for the demo: mosquitto on a free loopback port.
-
-A pure-Python fallback was tried and dropped: amqtt 0.12 (PyPI) installs, but speaks
-MQTT 3.1.1 only and the edge agent's connection to it dies of keep-alive timeouts; a
-home-made broker is not worth its risk. Without mosquitto the demo says how to get it,
-or runs against any broker given with --broker.
+"""A throwaway local MQTT broker for the demo: mosquitto on a free loopback port, or,
+when mosquitto is not installed (or fails to start), the embedded pure-Python MQTT 3.1.1
+broker (cloud/embedded_broker.py; amqtt from PyPI was tried first and dropped: its
+sessions with paho died of keep-alive timeouts). Clients of the embedded broker must
+speak MQTT 3.1.1: each broker object says which protocol to use in `.mqtt_version`.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ class LocalBroker:
     """Start with `.start()`; `.url`; `.stop()` ends it and removes its folder."""
 
     kind = "mosquitto"
+    mqtt_version = "5"
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -73,3 +73,23 @@ class LocalBroker:
                 self.proc.kill()
         self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+BROKER_KINDS = ("auto", "mosquitto", "embedded")
+
+
+def start_local_broker(kind: str = "auto"):
+    """Start a loopback broker: `auto` is mosquitto when found, else the embedded one."""
+    from .embedded_broker import EmbeddedBroker
+
+    if kind not in BROKER_KINDS:
+        raise ConfigError(f"local broker must be one of {', '.join(BROKER_KINDS)}, got {kind!r}")
+    if kind == "embedded" or (kind == "auto" and not find_mosquitto()):
+        return EmbeddedBroker().start()
+    try:
+        return LocalBroker().start()
+    except ConfigError as exc:
+        if kind == "mosquitto":
+            raise
+        print(f"note        {exc}; using the embedded broker instead")
+        return EmbeddedBroker().start()

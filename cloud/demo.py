@@ -1,6 +1,6 @@
 """`gacflow demo`: broker + receiver + edge agent on one machine, speech in, speech out.
 
-Starts a local mosquitto (or uses --broker), runs the receiver
+Starts a local mosquitto, else an embedded MQTT 3.1.1 broker (or uses --broker), runs the receiver
 in this process and the edge agent (`python -m gacflow.edge.cli`, the real INT8 agent)
 as a subprocess fed with a speech file, and reports what went over the wire and how
 intelligible the result is. If the edge agent cannot run here (e.g. no INT8 encoder in
@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--bundle", default=None, help="model bundle (default: shipped)")
     ap.add_argument("--decoder", default=None, help="decoder size in the bundle")
     ap.add_argument("--backend", default="auto", help="edge encoder backend: auto, onnx, tflite")
-    ap.add_argument("--broker", default=None, help="use this broker instead of a local one")
+    ap.add_argument("--broker", default=None,
+                    help="mqtt://HOST:PORT of a broker to use, or a local one to start: "
+                         "mosquitto, embedded (default: mosquitto if installed, else embedded)")
     ap.add_argument("--realtime", action="store_true", help="feed the agent at real-time pace")
     ap.add_argument("--dtx", action=argparse.BooleanOptionalAction, default=True,
                     help="discontinuous transmission in silences (default on)")
@@ -73,7 +75,7 @@ def run_demo(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     logging.getLogger().handlers[0].addFilter(Quiet())
 
-    from .broker import LocalBroker
+    from .broker import BROKER_KINDS, start_local_broker
     from .cli import load_codec
     from .config import parse_broker
     from .receiver import Receiver
@@ -81,12 +83,13 @@ def run_demo(argv: list[str]) -> int:
     from .subscriber import Subscriber
 
     broker = None
-    if args.broker:
+    if args.broker and args.broker not in BROKER_KINDS:
         url = args.broker
     else:
-        broker = LocalBroker().start()
+        broker = start_local_broker(args.broker or "auto")
         url = broker.url
         print(f"broker      {broker.kind} at {url}")
+    args.mqtt_version = broker.mqtt_version if broker else "5"
     stop = threading.Event()
     edge = sub = thread = None
     report = None
@@ -97,7 +100,7 @@ def run_demo(argv: list[str]) -> int:
         rx = Receiver(codec, out, run_dir / "archive.sqlite",
                       StreamPolicy(reorder_timeout=1.0, idle_timeout=5.0))
         sub = Subscriber(parse_broker(url), f"gacflow-demo-rx-{int(time.time())}",
-                         session_expiry=300)
+                         session_expiry=300, mqtt_version=args.mqtt_version)
         sub.start()
         if not sub.wait_connected(15):
             from gacflow.errors import ConfigError
@@ -141,6 +144,8 @@ def start_edge(args, url, src, run_dir: Path, codec, wav):
            "--dtx" if args.dtx else "--no-dtx"]
     if args.bundle:
         cmd += ["--bundle", args.bundle]
+    if args.mqtt_version != "5":
+        cmd += ["--mqtt-version", args.mqtt_version]
     if args.realtime:
         cmd += ["--realtime"]
     log = run_dir / "edge.log"
@@ -215,7 +220,7 @@ def show_results(rx, session, path: Path, wav, duration: float, args) -> None:
         "SELECT length(payload) FROM packets WHERE device=? AND session=?",
         (args.device_id, session.name)))
     payload = sum(n for (n,) in rows)
-    mqtt = sum(mqtt_bytes(topic, n) for (n,) in rows)
+    mqtt = sum(mqtt_bytes(topic, n, args.mqtt_version == "5") for (n,) in rows)
     tcp = mqtt + 2 * TCPIP_HEADER * len(rows)
     p_bps, w_bps, t_bps = (8 * x / duration for x in (payload, mqtt, tcp))
     from gacflow.audio import read_audio as _read
