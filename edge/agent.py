@@ -149,7 +149,7 @@ class EdgeAgent:
         if self.cfg.stats_json:
             try:
                 write_json_atomic(self.cfg.stats_json, self.stats.snapshot())
-            except OSError as exc:
+            except GacflowError as exc:
                 log.warning("event=stats_json_failed error=%r", str(exc))
 
     # --- run -------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ class EdgeAgent:
         if self.cfg.stats_json:
             try:
                 write_json_atomic(self.cfg.stats_json, self.stats.snapshot())
-            except OSError:
+            except GacflowError:
                 pass
         if self._packet_log:
             self._packet_log.close()

@@ -11,9 +11,9 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
+from gacflow.fileio import atomic_write_bytes
 from gacflow.spec import FRAME_RATE
 
 
@@ -119,9 +119,5 @@ class AgentStats:
 
 
 def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    """Write to a temp file, then rename: readers never see a half-written file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, p)
+    """Readers (scripts polling --stats-json) never see a half-written file."""
+    atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())

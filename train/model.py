@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from gacflow.fileio import atomic_path
 from gacflow.model.decoder import Decoder, DecoderConfig
 from gacflow.model.encoder import Encoder, EncoderConfig
 from gacflow.model.features import LogMel
@@ -37,9 +37,8 @@ class CodecModel(nn.Module):
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Atomic save: a power cut never leaves a half-written checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
