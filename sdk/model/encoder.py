@@ -77,13 +77,6 @@ class Encoder(nn.Module):
             h = b(h)
         return self._bound(h)
 
-    def hidden(self, mel: torch.Tensor) -> torch.Tensor:
-        """Last hidden features [B, T, C] (for auxiliary heads)."""
-        h = F.relu(self.stem(self._norm(mel)))
-        for b in self.blocks:
-            h = b(h)
-        return h.transpose(1, 2)
-
     def initial_state(self, batch: int = 1) -> list[torch.Tensor]:
         return [torch.zeros(batch, self.cfg.dim, b.context) for b in self.blocks]
 
