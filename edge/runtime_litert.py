@@ -26,7 +26,6 @@ from .runtime_onnx import (
     STATE_OUT,
     open_bundle,
     state_index,
-    verified_bytes,
 )
 
 TFLITE_INT8_FILE = "encoder.int8.tflite"
@@ -51,7 +50,7 @@ class LiteRTEncoderRuntime:
                  file: str = TFLITE_INT8_FILE) -> None:
         interpreter_cls = _interpreter_class()
         self.bundle = open_bundle(bundle)
-        data = verified_bytes(self.bundle, file)
+        data = self.bundle.read_verified(file)
         try:
             self.interp = interpreter_cls(model_content=data, num_threads=max(1, int(threads)))
             self.interp.allocate_tensors()

@@ -12,9 +12,7 @@ Platforms: onnxruntime publishes wheels for x86_64 and aarch64 Linux (Raspberry 
 
 from __future__ import annotations
 
-import hashlib
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -34,19 +32,6 @@ def open_bundle(bundle: Bundle | str | os.PathLike | None) -> Bundle:
     return bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
 
 
-def verified_bytes(bundle: Bundle, name: str) -> bytes:
-    """The bytes of a bundle file, refused unless they match the manifest's sha256."""
-    path: Path = bundle.path(name)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BundleError(f"bundle {bundle.root}: cannot read {name} ({exc.strerror})") from exc
-    if hashlib.sha256(data).hexdigest() != bundle.manifest["files"][name]["sha256"]:
-        raise BundleError(f"bundle {bundle.root}: {name} does not match its sha256 in the "
-                          "manifest (corrupted or tampered); re-export or re-download it")
-    return data
-
-
 def state_index(name: str, prefix: str) -> int:
     return int(name[len(prefix):])
 
@@ -63,7 +48,7 @@ class OnnxEncoderRuntime:
                               "pip install 'gacflow[edge]'") from exc
         self.bundle = open_bundle(bundle)
         self.file = file
-        data = verified_bytes(self.bundle, file)
+        data = self.bundle.read_verified(file)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, int(threads))
         opts.inter_op_num_threads = 1

@@ -87,6 +87,18 @@ class Bundle:
             raise BundleError(f"bundle {self.root} has no {name} (it ships {shipped})")
         return self.root / name
 
+    def read_verified(self, name: str) -> bytes:
+        """A file's bytes, re-checked against the manifest: what a runtime loads is exactly
+        what was verified, even if the file changed after `load`."""
+        path = self.path(name)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise BundleError(f"bundle {self.root}: cannot read {name} ({exc.strerror})") from exc
+        if hashlib.sha256(data).hexdigest() != self.manifest["files"][name]["sha256"]:
+            raise _mismatch(self.root, name)
+        return data
+
     def check_codec(self, codec_id: str) -> None:
         """Refuse tokens of another codec."""
         if codec_id != self.codec_id:
@@ -115,11 +127,13 @@ class Bundle:
                 if not f.is_file():
                     raise BundleError(f"bundle {root}: listed file {name} is missing")
                 if sha256_file(f) != entry["sha256"]:
-                    raise BundleError(
-                        f"bundle {root}: {name} does not match its sha256 in the manifest "
-                        "(corrupted or tampered)"
-                    )
+                    raise _mismatch(root, name)
         return cls(root, manifest)
+
+
+def _mismatch(root: Path, name: str) -> BundleError:
+    return BundleError(f"bundle {root}: {name} does not match its sha256 in the manifest "
+                       "(corrupted or tampered); re-export or re-download it")
 
 
 def _check_manifest(root: Path, m: Any) -> None:
