@@ -39,6 +39,44 @@ def split_state(model_state: dict[str, torch.Tensor], prefix: str) -> dict[str, 
     return {k[len(prefix):]: v for k, v in model_state.items() if k.startswith(prefix)}
 
 
+def _write_decoder(out: Path, size: str, ck: dict[str, Any]) -> dict[str, Any]:
+    """decoder.<size>.pt in fp16 (half the bytes, same audio) and its manifest entry."""
+    state = {k: v.half() if v.is_floating_point() else v
+             for k, v in split_state(ck["model"], "decoder.").items()}
+    fname = f"decoder.{size}.pt"
+    torch.save(state, out / fname)
+    return {"file": fname, "config": ck["decoder_config"],
+            "params": sum(v.numel() for v in state.values()), "trained_steps": ck["step"]}
+
+
+def add_decoder(bundle_dir: Path, checkpoint: Path, size: str, default: bool = False) -> str:
+    """Add (or replace) one decoder size in an existing bundle; returns the codec id.
+
+    Refused unless the checkpoint's encoder is the bundle's encoder (same codec id): a
+    decoder trained on other tokens would turn every stream into noise.
+    """
+    from gacflow.bundle import MANIFEST, Bundle
+    from gacflow.errors import BundleError
+
+    bundle = Bundle.load(bundle_dir)
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    name = bundle.manifest["codec"]["name"]
+    got = codec_id_for(name, split_state(ck["model"], "encoder."), bundle.layout)
+    if got != bundle.codec_id:
+        raise BundleError(f"{checkpoint}: its encoder makes codec {got}, the bundle is "
+                          f"{bundle.codec_id}; train the decoder with freeze_encoder")
+    manifest = json.loads((Path(bundle_dir) / MANIFEST).read_text())
+    model = manifest["model"]
+    model["decoders"][size] = _write_decoder(Path(bundle_dir), size, ck)
+    if default:
+        model["default_decoder"] = size
+    extra = {k: v for k, v in manifest.items()
+             if k not in ("format", "codec", "content_hash", "signal", "token_layout", "model",
+                          "files")}
+    write_manifest(Path(bundle_dir), name, bundle.codec_id, bundle.layout, model, extra)
+    return bundle.codec_id
+
+
 def write_torch_bundle(
     checkpoint: Path,
     out: Path,
@@ -64,13 +102,7 @@ def write_torch_bundle(
     for size, path in (decoders or {default_decoder: checkpoint}).items():
         dck = ck if Path(path) == Path(checkpoint) else torch.load(
             path, map_location="cpu", weights_only=False)
-        state = {k: v.half() if v.is_floating_point() else v
-                 for k, v in split_state(dck["model"], "decoder.").items()}
-        fname = f"decoder.{size}.pt"
-        torch.save(state, out / fname)
-        dec_entries[size] = {"file": fname, "config": dck["decoder_config"],
-                             "params": sum(v.numel() for v in state.values()),
-                             "trained_steps": dck["step"]}
+        dec_entries[size] = _write_decoder(out, size, dck)
     for fname, src in (extra_files or {}).items():
         shutil.copy(src, out / fname)
     model = {

@@ -40,8 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--validation", type=Path, default=None,
                     help="folder of held-out speech for the report "
                          "(default: data/corpus/valid.npy, an unseen speaker)")
-    ap.add_argument("--calibration-seconds", type=float, default=60.0)
-    ap.add_argument("--validation-seconds", type=float, default=120.0)
+    ap.add_argument("--calibration-seconds", type=float, default=300.0,
+                    help="speech used to set activation ranges (more covers rarer peaks)")
+    ap.add_argument("--validation-seconds", type=float, default=300.0,
+                    help="held-out speech for the report (agreement is read to ~0.1 point)")
     ap.add_argument("--tflite-activations", choices=("int16", "int8"), default="int16",
                     help="LiteRT activation width; weights are int8 either way "
                          "(default int16: see docs/export.md)")

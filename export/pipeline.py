@@ -35,8 +35,8 @@ class ExportOptions:
     formats: tuple[str, ...] = FORMATS
     calibration: Path | None = None
     validation: Path | None = None
-    calibration_seconds: float = 60.0
-    validation_seconds: float = 120.0
+    calibration_seconds: float = 300.0
+    validation_seconds: float = 300.0
     tflite_activations: str = "int16"  # "int16" (16x8) or "int8"
     onnx_precision: str = "auto"  # auto, or one of onnx_export.PLANS
     min_agreement: float = 0.97

@@ -60,3 +60,64 @@ def test_synthetic_english_has_audio_text_and_phonemes(tmp_path: Path) -> None:
         assert len(read_audio(w)) > 16000 // 2
         assert w.with_suffix(".txt").read_text().strip()
         assert w.with_suffix(".phn").read_text().strip()
+
+
+def test_grown_decoder_starts_as_the_small_one_and_joins_the_bundle(tmp_path: Path,
+                                                                    speech: np.ndarray) -> None:
+    """A deeper decoder grown from a trained one computes the same audio before training;
+    trained with the encoder frozen it is added to the bundle under the same codec id, and
+    a checkpoint whose encoder differs is refused."""
+    from gacflow.train.config import TrainConfig
+    from gacflow.train.loop import build_model
+    from gacflow.train.model import load_grown
+
+    torch.set_num_threads(1)
+    small_cfg = TrainConfig(encoder={"dim": 16, "hidden": 16, "dilations": [1, 2]},
+                            decoder={"dim": 16, "blocks_low": 1, "blocks_high": 1})
+    small = build_model(small_cfg).eval()
+    for p in small.decoder.parameters():  # non-trivial weights, as after training
+        if p.dim() > 1:
+            torch.nn.init.normal_(p, std=0.2)
+    big_cfg = TrainConfig(encoder=small_cfg.encoder,
+                          decoder={"dim": 16, "blocks_low": 2, "blocks_high": 3})
+    big = build_model(big_cfg).eval()
+    fresh = load_grown(big, small.state_dict())
+    assert fresh and all(k.startswith("decoder.") for k in fresh)
+    wav = torch.from_numpy(speech[: 640 * 8].copy())[None]
+    with torch.no_grad():
+        assert torch.allclose(big(wav, torch.ones(1)), small(wav, torch.ones(1)), atol=1e-5)
+
+    src = tmp_path / "wavs"
+    src.mkdir()
+    sf.write(src / "x.flac", speech[:8 * 16000], 16000)
+    from gacflow.train.corpus import build, folder_sources
+
+    build(tmp_path / "corpus", {"train": folder_sources(src), "valid": folder_sources(src)})
+    common = ('steps = 2\nbatch = 2\nsegment_frames = 8\nvalid_every = 2\nwarmup = 1\n'
+              'threads = 1\n[encoder]\ndim = 16\nhidden = 16\ndilations = [1, 2]\n')
+    (tmp_path / "small.toml").write_text(common + "[decoder]\ndim = 16\nblocks_low = 1\n"
+                                                  "blocks_high = 1\n")
+    fit = ["fit", "--data", str(tmp_path / "corpus")]
+    assert train_cli(fit + ["--config", str(tmp_path / "small.toml"),
+                            "--run", str(tmp_path / "small")]) == 0
+    (tmp_path / "large.toml").write_text(
+        f'init_from = "{tmp_path / "small" / "ckpt.pt"}"\nfreeze_encoder = true\n'
+        "gan_start = 0\ngan_crop_frames = 4\n"
+        + common + "[decoder]\ndim = 16\nblocks_low = 2\n"
+        "blocks_high = 3\n")
+    assert train_cli(fit + ["--config", str(tmp_path / "large.toml"),
+                            "--run", str(tmp_path / "large")]) == 0
+    bundle = tmp_path / "bundle"
+    assert train_cli(["bundle", str(tmp_path / "small" / "ckpt.pt"), "--out", str(bundle)]) == 0
+    assert train_cli(["add-decoder", str(tmp_path / "large" / "ckpt.pt"), "--bundle",
+                      str(bundle), "--size", "large"]) == 0
+    b = Bundle.load(bundle)
+    assert set(b.model_config["decoders"]) == {"small", "large"}
+    tokens = Codec.from_bundle(bundle).encode(speech[:16000], "275")
+    assert Codec.from_bundle(bundle, decoder="large").decode(tokens).shape == (16000,)
+
+    other = torch.load(tmp_path / "large" / "ckpt.pt", weights_only=False)
+    next(v for k, v in other["model"].items() if k.startswith("encoder.stem")).add_(0.1)
+    torch.save(other, tmp_path / "other.pt")
+    assert train_cli(["add-decoder", str(tmp_path / "other.pt"), "--bundle", str(bundle),
+                      "--size", "x"]) == 2

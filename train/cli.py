@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("checkpoint")
     b.add_argument("--out", required=True)
     b.add_argument("--name", default="gacflow-base")
+    a = sub.add_parser("add-decoder", help="add a decoder size (same encoder) to a bundle")
+    a.add_argument("checkpoint")
+    a.add_argument("--bundle", required=True)
+    a.add_argument("--size", required=True, help="size name, e.g. large")
+    a.add_argument("--default", action="store_true", help="make it the bundle's default")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "corpus":
@@ -50,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
 
             cfg = TrainConfig.load(args.config, data=args.data, steps=args.steps)
             print(train(cfg, Path(args.run)))
+        elif args.cmd == "add-decoder":
+            from gacflow.export.bundle_writer import add_decoder
+
+            cid = add_decoder(Path(args.bundle), Path(args.checkpoint), args.size, args.default)
+            print(f"{args.bundle}: decoder {args.size!r} added (codec {cid})")
         else:
             from gacflow.export.bundle_writer import write_torch_bundle
 

@@ -22,6 +22,7 @@ class TrainConfig:
     warmup: int = 300
     enh_drop: float = 0.5  # chance of training a crop as the 175 mode
     gan_start: int = -1  # step at which the adversarial stage starts (-1: never)
+    gan_crop_frames: int = 0  # token frames the discriminators judge per crop (0: all)
     adv_weight: float = 1.0
     fm_weight: float = 2.0
     disc_lr: float = 2e-4

@@ -18,7 +18,7 @@ from gacflow.spec import FRAME_SAMPLES, TokenLayout
 
 from .config import TrainConfig
 from .losses import mel_l1, multi_resolution_stft
-from .model import CodecModel, load_checkpoint, save_checkpoint
+from .model import CodecModel, load_checkpoint, load_grown, save_checkpoint
 
 
 class CropSampler:
@@ -89,8 +89,10 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     if ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
     elif cfg.init_from:
-        ck = load_checkpoint(Path(cfg.init_from))
-        ck = {"model": ck["model"], "step": 0}
+        fresh = load_grown(model, load_checkpoint(Path(cfg.init_from))["model"])
+        if fresh:
+            print(f"grown from {cfg.init_from}: {len(fresh)} new tensors start as identity")
+        ck = None
     else:
         ck = None
         mel_stats(sampler, model)
@@ -132,13 +134,14 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         rec = {"step": step + 1, "mel": l_mel.item(), "stft": l_stft.item()}
         gan = disc is not None and step >= cfg.gan_start
         if gan:
+            real, fake = gan_window(wav, out, cfg.gan_crop_frames, rng)
             with amp:
-                l_d = discriminator_loss(disc(wav), disc(out.detach()))
+                l_d = discriminator_loss(disc(real), disc(fake.detach()))
             opt_d.zero_grad(set_to_none=True)
             l_d.backward()
             opt_d.step()
             with amp:
-                adv, fm = generator_losses(disc(wav), disc(out))
+                adv, fm = generator_losses(disc(real), disc(fake))
             loss = loss + cfg.adv_weight * adv + cfg.fm_weight * fm
             rec.update(disc=l_d.item(), adv=adv.item(), fm=fm.item())
         opt.zero_grad(set_to_none=True)
@@ -158,6 +161,17 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
             save_checkpoint(ckpt_path, checkpoint_payload(model, opt, step, cfg, disc, opt_d))
     bar.close()
     return ckpt_path
+
+
+def gan_window(real: torch.Tensor, fake: torch.Tensor, frames: int,
+               rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random window of reference and decoded audio: discriminators dominate a
+    CPU step's cost, and judging part of each crop halves it without changing the target."""
+    n = frames * FRAME_SAMPLES
+    if frames <= 0 or n >= real.shape[-1]:
+        return real, fake
+    start = int(rng.integers(0, real.shape[-1] - n + 1))
+    return real[:, start : start + n], fake[:, start : start + n]
 
 
 @torch.no_grad()

@@ -35,6 +35,26 @@ class CodecModel(nn.Module):
         return self.decoder(codes * keep, frames)
 
 
+def load_grown(model: CodecModel, state: dict[str, torch.Tensor]) -> list[str]:
+    """Load a smaller model's weights into a deeper one; returns the names left new.
+
+    Decoder stages are `nn.Sequential`s of residual blocks, so extra blocks appended after
+    the loaded ones start with their layer scale at zero: the grown model first computes
+    exactly what the small one did, and training only has to learn what depth adds.
+    """
+    own = model.state_dict()
+    fresh = [k for k in own if k not in state]
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if wrong:
+        raise ValueError(f"cannot grow: shapes differ for {wrong[:3]} (only depth may grow)")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    with torch.no_grad():
+        for name in fresh:
+            if name.endswith(".scale"):
+                own[name].zero_()
+    return fresh
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Atomic save: a power cut never leaves a half-written checkpoint."""
     with atomic_path(path) as tmp:
