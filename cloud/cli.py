@@ -1,6 +1,6 @@
 """`gacflow-cloud`: the receiver service, and `gacflow-cloud redecode` for archived streams.
 
-    gacflow-cloud --broker mqtt://HOST:PORT --out DIR [--group G] [--metrics-port 9108]
+    gacflow-cloud --broker mqtt://HOST:PORT --out DIR [--partition I/N] [--metrics-port 9108]
     gacflow-cloud redecode --archive DB --out DIR [--bundle B --decoder NAME]
 """
 
@@ -19,6 +19,8 @@ from gacflow.cli.common import run_guarded
 from gacflow.errors import ConfigError
 
 from . import config
+from .config import CloudConfig
+from .partition import Partition
 
 PROG = "gacflow-cloud"
 log = logging.getLogger("gacflow.cloud")
@@ -30,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Receive gacflow token streams over MQTT and decode them to WAV. "
                     "Every option can also be set as GACFLOW_CLOUD_<NAME> or in --config TOML.",
     )
-    config.add_options(ap)
+    config.add_arguments(ap)
     return ap
 
 
@@ -74,16 +76,20 @@ def load_codec(bundle: str | None, decoder: str | None, device: str, threads: in
     return Codec.from_bundle(bundle, decoder=decoder, device=torch_device(device))
 
 
-def default_client_id(out: str, group: str | None) -> str:
-    """Stable across restarts (the persistent session hangs on it), distinct per out folder."""
+def default_client_id(out: str, group: str | None = None,
+                      partition: Partition | None = None) -> str:
+    """Stable across restarts (the persistent session hangs on it), distinct per out folder,
+    group and partition (two workers sharing a client id would take over each other)."""
     tag = hashlib.sha1(str(Path(out).resolve()).encode()).hexdigest()[:8]
     host = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-_")[:32]
-    return f"gacflow-cloud-{host}-{group + '-' if group else ''}{tag}"
+    part = f"p{partition.index}of{partition.count}-" if partition else ""
+    return f"gacflow-cloud-{host}-{group + '-' if group else ''}{part}{tag}"
 
 
-def serve(cfg: dict) -> int:
-    setup_logging(cfg["log_level"])
-    url = config.parse_broker(cfg["broker"])  # user errors before the slow imports
+def serve(cfg: CloudConfig) -> int:
+    setup_logging(cfg.log_level)
+    url = config.parse_broker(cfg.broker)  # user errors before the slow imports
+    partition = cfg.partition_spec
 
     from .metrics import Metrics
     from .metrics import serve as serve_metrics
@@ -91,27 +97,28 @@ def serve(cfg: dict) -> int:
     from .streams import StreamPolicy
     from .subscriber import Subscriber
 
-    codec = load_codec(cfg["bundle"], cfg["decoder"], cfg["device"], cfg["threads"])
-    out = Path(cfg["out"])
+    codec = load_codec(cfg.bundle, cfg.decoder, cfg.device, cfg.threads)
+    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
-    policy = StreamPolicy(reorder_timeout=cfg["reorder_timeout"], idle_timeout=cfg["idle_timeout"])
-    rx = Receiver(codec, out, cfg["archive"] or out / "archive.sqlite", policy, metrics)
+    policy = StreamPolicy(reorder_timeout=cfg.reorder_timeout, idle_timeout=cfg.idle_timeout)
+    rx = Receiver(codec, out, cfg.archive or out / "archive.sqlite", policy, metrics,
+                  partition=partition)
     rx.recover()
     server = None
-    if cfg["metrics_port"] is not None:
-        server = serve_metrics(metrics, cfg["metrics_port"], cfg["metrics_host"])
-        log.info("metrics on http://%s:%d/metrics", cfg["metrics_host"],
-                 server.server_address[1])
-    sub = Subscriber(url, cfg["client_id"] or default_client_id(cfg["out"], cfg["group"]),
-                     group=cfg["group"], username=cfg["username"], password=cfg["password"],
-                     ca_file=cfg["ca_file"], cert_file=cfg["cert_file"],
-                     key_file=cfg["key_file"], mqtt_version=cfg["mqtt_version"],
-                     session_expiry=cfg["session_expiry"])
+    if cfg.metrics_port is not None:
+        server = serve_metrics(metrics, cfg.metrics_port, cfg.metrics_host)
+        log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, server.server_address[1])
+    client_id = cfg.client_id or default_client_id(cfg.out, cfg.group, partition)
+    sub = Subscriber(url, client_id, group=cfg.group, username=cfg.username,
+                     password=cfg.password, ca_file=cfg.ca_file, cert_file=cfg.cert_file,
+                     key_file=cfg.key_file, mqtt_version=cfg.mqtt_version,
+                     session_expiry=cfg.session_expiry)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    log.info("codec %s on %s; writing to %s", codec.codec_id, codec.device, out)
+    log.info("codec %s on %s; writing to %s%s", codec.codec_id, codec.device, out,
+             f"; partition {partition} (client id {client_id})" if partition else "")
     sub.start()
     try:
         rx.run(sub, stop)

@@ -1,121 +1,117 @@
 """Receiver settings from flags, environment (GACFLOW_CLOUD_<NAME>) and a TOML file.
 
-Every option has one name used in all three places: `--idle-timeout` is
-`GACFLOW_CLOUD_IDLE_TIMEOUT` and `idle_timeout = 30` (or `idle-timeout`) in the file.
-Precedence: flag > environment > file > default.
+Every setting has one name used in all three places: `--idle-timeout` is
+`GACFLOW_CLOUD_IDLE_TIMEOUT` and `idle_timeout = 30` (or `idle-timeout`) in the file,
+at top level or under `[cloud]` / `[gacflow-cloud]`. Precedence: flag > environment >
+file > default. The layering itself is `gacflow.settings`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from gacflow.broker_url import BrokerURL, parse_broker_url
 from gacflow.errors import ConfigError
+from gacflow.settings import Settings
+
+from .partition import Partition, parse_partition
 
 ENV_PREFIX = "GACFLOW_CLOUD_"
 
 
-@dataclass(frozen=True)
-class Option:
-    name: str
-    type: type
-    default: Any
-    help: str
+@dataclass
+class CloudConfig:
+    """Every setting of the receiver; field names are the setting names."""
+
+    broker: str = "mqtt://127.0.0.1:1883"
+    out: str = "gacflow-out"
+    archive: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    username: str | None = None
+    password: str | None = None
+    client_id: str | None = None
+    group: str | None = None
+    partition: str | None = None
+    mqtt_version: str = "5"
+    session_expiry: int = 7 * 24 * 3600
+    bundle: str | None = None
+    decoder: str | None = None
+    device: str = "auto"
+    threads: int = 0
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    reorder_timeout: float = 1.0
+    idle_timeout: float = 30.0
+    log_level: str = "info"
+
+    @property
+    def partition_spec(self) -> Partition | None:
+        """`partition` parsed ('0/3' -> Partition(0, 3)); None when not partitioned."""
+        return parse_partition(self.partition) if self.partition else None
 
 
-OPTIONS = [
-    Option("broker", str, "mqtt://127.0.0.1:1883",
-           "broker URL: mqtt://HOST:PORT or mqtts://HOST:PORT (TLS); user:pass@ allowed"),
-    Option("out", str, "gacflow-out", "output folder: OUT/<device>/<session>.wav"),
-    Option("archive", str, None, "token archive (SQLite; default OUT/archive.sqlite)"),
-    Option("ca_file", str, None, "CA certificate for mqtts:// (default: system store)"),
-    Option("cert_file", str, None, "client certificate for mutual TLS"),
-    Option("key_file", str, None, "client key for mutual TLS"),
-    Option("username", str, None, "broker user name"),
-    Option("password", str, None, "broker password (prefer the environment variable)"),
-    Option("client_id", str, None,
-           "MQTT client id; must be stable for the persistent session (default: from host+out)"),
-    Option("group", str, None, "join a shared subscription group ($share/<group>/...)"),
-    Option("mqtt_version", str, "5", "MQTT protocol: 5 or 3.1.1"),
-    Option("session_expiry", int, 7 * 24 * 3600,
-           "s the broker keeps our session (queued packets) while we are away"),
-    Option("bundle", str, None, "model bundle folder (default: the shipped one)"),
-    Option("decoder", str, None, "decoder size in the bundle, e.g. small (default: its default)"),
-    Option("device", str, "auto", "torch device: auto, cpu, cuda, cuda:1"),
-    Option("threads", int, 0, "torch CPU threads (0: torch's default)"),
-    Option("metrics_port", int, None, "serve /metrics and /health on this port"),
-    Option("metrics_host", str, "127.0.0.1", "address for the metrics endpoint"),
-    Option("reorder_timeout", float, 1.0, "s a missing packet may be late before it is a gap"),
-    Option("idle_timeout", float, 30.0, "s without packets before a session ends"),
-    Option("log_level", str, "info", "debug, info, warning or error"),
-]
-BY_NAME = {o.name: o for o in OPTIONS}
+HELP: dict[str, str] = {
+    "broker": "broker URL: mqtt://HOST:PORT or mqtts://HOST:PORT (TLS); user:pass@ allowed",
+    "out": "output folder: OUT/<device>/<session>.wav",
+    "archive": "token archive (SQLite; default OUT/archive.sqlite)",
+    "ca_file": "CA certificate for mqtts:// (default: system store)",
+    "cert_file": "client certificate for mutual TLS",
+    "key_file": "client key for mutual TLS",
+    "username": "broker user name",
+    "password": "broker password (prefer the environment variable)",
+    "client_id": "MQTT client id; must be stable for the persistent session "
+                 "(default: from host+out, plus group or partition)",
+    "group": "join a shared subscription group ($share/<group>/...); needs a broker that "
+             "keeps each device on one worker (sticky/hash strategy), not mosquitto",
+    "partition": "I/N: keep only devices whose hash mod N is I (one worker of N, any broker)",
+    "mqtt_version": "MQTT protocol: 5 or 3.1.1",
+    "session_expiry": "s the broker keeps our session (queued packets) while we are away",
+    "bundle": "model bundle folder (default: the shipped one)",
+    "decoder": "decoder size in the bundle, e.g. small (default: its default)",
+    "device": "torch device: auto, cpu, cuda, cuda:1",
+    "threads": "torch CPU threads (0: torch's default)",
+    "metrics_port": "serve /metrics and /health on this port",
+    "metrics_host": "address for the metrics endpoint",
+    "reorder_timeout": "s a missing packet may be late before it is a gap",
+    "idle_timeout": "s without packets before a session ends",
+    "log_level": "debug, info, warning or error",
+}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "mqtt_version": ("5", "3.1.1", "311"),
+    "log_level": ("debug", "info", "warning", "error"),
+}
+
+SETTINGS: Settings[CloudConfig] = Settings(CloudConfig, ENV_PREFIX, ("cloud", "gacflow-cloud"),
+                                           HELP, CHOICES, show_defaults=True)
 
 
-def add_options(ap: argparse.ArgumentParser, names: list[str] | None = None) -> None:
-    """Add the flags (defaults left as None, so unset flags can fall through to env/file)."""
-    for o in OPTIONS:
-        if names is None or o.name in names:
-            ap.add_argument("--" + o.name.replace("_", "-"), dest=o.name, default=None,
-                            help=o.help + (f" (default {o.default})" if o.default else ""))
-    ap.add_argument("--config", default=os.environ.get(ENV_PREFIX + "CONFIG"),
-                    help="TOML file with the same option names")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """One flag per setting (defaults None, so unset flags fall through), and --config."""
+    SETTINGS.add_arguments(ap)
+    ap.add_argument("--config", metavar="TOML", default=None,
+                    help=f"TOML file with the same setting names (or ${ENV_PREFIX}CONFIG)")
 
 
-def _convert(o: Option, value: Any, where: str) -> Any:
-    if value is None:
-        return None
-    try:
-        return o.type(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {o.name} must be {o.type.__name__}, got {value!r}") from exc
-
-
-def load_file(path: str) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {p} not found") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {p}: {exc}") from exc
-    if isinstance(data.get("cloud"), dict):
-        data = data["cloud"]
-    out = {}
-    for key, value in data.items():
-        name = key.replace("-", "_")
-        if name not in BY_NAME:
-            raise ConfigError(f"config file {p}: unknown option {key!r}")
-        out[name] = _convert(BY_NAME[name], value, f"config file {p}")
-    return out
-
-
-def resolve(args: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Merge flags, environment, file and defaults into one settings dict."""
+def resolve(args: argparse.Namespace | None, env: Mapping[str, str] | None = None,
+            ) -> CloudConfig:
+    """Merge flags, environment, file and defaults, and check the combination."""
     env = os.environ if env is None else env
-    from_file = load_file(args.config) if getattr(args, "config", None) else {}
-    cfg = {}
-    for o in OPTIONS:
-        flag = getattr(args, o.name, None)
-        if flag is not None:
-            cfg[o.name] = _convert(o, flag, "--" + o.name.replace("_", "-"))
-        elif ENV_PREFIX + o.name.upper() in env:
-            cfg[o.name] = _convert(o, env[ENV_PREFIX + o.name.upper()],
-                                   ENV_PREFIX + o.name.upper())
-        elif o.name in from_file:
-            cfg[o.name] = from_file[o.name]
-        else:
-            cfg[o.name] = o.default
-    if cfg["mqtt_version"] not in ("5", "3.1.1", "311"):
-        raise ConfigError(f"mqtt_version must be 5 or 3.1.1, got {cfg['mqtt_version']!r}")
+    return validate(SETTINGS.merge(args, env, getattr(args, "config", None)))
+
+
+def validate(cfg: CloudConfig) -> CloudConfig:
+    SETTINGS.check_choices(cfg)
+    spec = cfg.partition_spec
+    if spec is not None and cfg.group:
+        raise ConfigError("partition and group exclude each other: --group shares one "
+                          "subscription among workers (needs a sticky/hash broker), "
+                          "--partition gives each worker its own; pick one")
     return cfg
 
 

@@ -32,7 +32,7 @@ class Metrics:
         self.gauges: dict[str, float] = {
             "devices": 0, "live_sessions": 0, "queue_depth": 0, "decode_latency_seconds": 0,
             "decode_rtf": 0, "decoded_audio_seconds_total": 0, "decode_batches_total": 0,
-            "connected": 0,
+            "connected": 0, "packets_other_partition_total": 0,
         }
 
     def inc(self, name: str, device: str, value: float = 1.0) -> None:
@@ -42,6 +42,11 @@ class Metrics:
     def set(self, name: str, value: float) -> None:
         with self.lock:
             self.gauges[name] = value
+
+    def add(self, name: str, value: float = 1.0) -> None:
+        """A receiver-wide counter (no device label: e.g. other partitions' packets)."""
+        with self.lock:
+            self.gauges[name] += value
 
     def total(self, name: str) -> float:
         with self.lock:

@@ -22,6 +22,7 @@ from gacflow.errors import BitstreamError, GacflowError
 
 from .decoder_service import DecoderService
 from .metrics import Metrics
+from .partition import Partition
 from .sinks import Archive, WavSink
 from .streams import Session, StreamPolicy, StreamTable
 from .subscriber import Message, Subscriber
@@ -41,8 +42,10 @@ def status_codec(status: dict) -> str | None:
 class Receiver:
     def __init__(self, codec, out: str | Path, archive: str | Path | None = None,
                  policy: StreamPolicy | None = None, metrics: Metrics | None = None,
-                 decoder: DecoderService | None = None) -> None:
+                 decoder: DecoderService | None = None,
+                 partition: Partition | None = None) -> None:
         self.codec = codec
+        self.partition = partition
         self.table = StreamTable(codec.layout, policy)
         self.decoder = decoder or DecoderService(codec)
         self.wavs = WavSink(out)
@@ -61,6 +64,11 @@ class Receiver:
             self._warn("?", "topic", f"ignoring message on unexpected topic {msg.topic!r}")
             return
         device, kind = parsed
+        if self.partition is not None and not self.partition.owns(device):
+            # another worker's device: acknowledged (by step) and dropped before any work
+            if kind == "tokens":
+                self.metrics.add("packets_other_partition_total")
+            return
         self.devices.add(device)
         if kind == "status":
             self._status(device, msg.payload)

@@ -4,6 +4,7 @@ Precedence, lowest to highest: built-in defaults < TOML file (--config) < enviro
 variables < command-line flags. A setting is spelled `batch_seconds` in TOML (dashes are
 accepted too), `GACFLOW_EDGE_BATCH_SECONDS` in the environment and `--batch-seconds` on
 the command line. Any bad value raises `ConfigError` with one line naming its source.
+The layering itself is `gacflow.settings`; this module holds the agent's settings.
 """
 
 from __future__ import annotations
@@ -11,18 +12,17 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gacflow.broker_url import parse_broker_url
 from gacflow.errors import ConfigError
+from gacflow.settings import Settings
 from gacflow.topics import DEVICE_RE
 
 ENV_PREFIX = "GACFLOW_EDGE_"
-TRUE = {"1", "true", "yes", "on"}
-FALSE = {"0", "false", "no", "off"}
 
 
 def _default_device_id() -> str:
@@ -129,120 +129,32 @@ HELP: dict[str, str] = {
 }
 
 
-def _parse_bool(text: str) -> bool:
-    t = text.strip().lower()
-    if t in TRUE:
-        return True
-    if t in FALSE:
-        return False
-    raise ValueError(f"expected true/false, got {text!r}")
-
-
-def _converter(name: str) -> Callable[[Any], Any]:
-    kind = EdgeConfig.__dataclass_fields__[name].type
-    if kind == "bool":
-        return lambda v: v if isinstance(v, bool) else _parse_bool(str(v))
-    if kind == "int":
-        return lambda v: _strict_int(v)
-    if kind == "float":
-        return lambda v: float(v) if not isinstance(v, bool) else _bad_type(v)
-    return lambda v: v if isinstance(v, str) else (str(v) if isinstance(v, int) else _bad_type(v))
-
-
-def _strict_int(v: Any) -> int:
-    if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
-        raise ValueError(f"expected an integer, got {v!r}")
-    return int(v)
-
-
-def _bad_type(v: Any) -> Any:
-    raise ValueError(f"unexpected value {v!r}")
+SETTINGS: Settings[EdgeConfig] = Settings(EdgeConfig, ENV_PREFIX, ("gacflow-edge",), HELP, CHOICES)
 
 
 def names() -> list[str]:
-    return [f.name for f in fields(EdgeConfig)]
-
-
-def _set(values: dict[str, Any], name: str, raw: Any, source: str) -> None:
-    try:
-        values[name] = _converter(name)(raw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{source}: bad value for {name}: {exc}") from exc
+    return SETTINGS.names()
 
 
 def read_toml(path: str) -> dict[str, Any]:
     """Settings from a TOML file (top level or a [gacflow-edge] table)."""
-    try:
-        import tomllib  # Python 3.11+
-    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError as exc:
-            raise ConfigError("--config needs Python 3.11+ or `pip install tomli`") from exc
-    p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"config {p}: cannot read ({exc.strerror or exc})") from exc
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"config {p}: not valid TOML ({exc})") from exc
-    table = data.get("gacflow-edge", data)
-    if not isinstance(table, dict):
-        raise ConfigError(f"config {p}: [gacflow-edge] must be a table")
-    out: dict[str, Any] = {}
-    known = set(names())
-    for key, raw in table.items():
-        name = key.replace("-", "_")
-        if name not in known:
-            raise ConfigError(f"config {p}: unknown setting {key!r}")
-        _set(out, name, raw, f"config {p}")
-    return out
+    return SETTINGS.read_toml(path)
 
 
 def read_env(env: Mapping[str, str]) -> dict[str, Any]:
     """Settings from GACFLOW_EDGE_<NAME> variables; unknown GACFLOW_EDGE_* names are errors."""
-    out: dict[str, Any] = {}
-    known = set(names()) | {"config"}
-    for key, raw in env.items():
-        if not key.startswith(ENV_PREFIX):
-            continue
-        name = key[len(ENV_PREFIX) :].lower()
-        if name not in known:
-            raise ConfigError(f"environment: unknown variable {key}")
-        if name != "config":
-            _set(out, name, raw, f"environment {key}")
-    return out
+    return SETTINGS.read_env(env)
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """One flag per setting; all default to None so that unset flags do not override."""
-    for f in fields(EdgeConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                            help=HELP[f.name])
-        else:
-            metavar = "{" + ",".join(CHOICES[f.name]) + "}" if f.name in CHOICES \
-                else f.name.upper()
-            ap.add_argument(flag, default=None, metavar=metavar, help=HELP[f.name])
+    SETTINGS.add_arguments(ap)
 
 
 def build(args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None,
           config_path: str | None = None) -> EdgeConfig:
     """Merge the sources and validate; ConfigError on the first problem."""
-    env = os.environ if env is None else env
-    values: dict[str, Any] = {}
-    path = config_path or env.get(ENV_PREFIX + "CONFIG")
-    if path:
-        values.update(read_toml(path))
-    values.update(read_env(env))
-    if args is not None:
-        for name in names():
-            raw = getattr(args, name, None)
-            if raw is not None:
-                _set(values, name, raw, "--" + name.replace("_", "-"))
-    cfg = EdgeConfig(**values)
-    return validate(cfg)
+    return validate(SETTINGS.merge(args, env, config_path))
 
 
 def _range(name: str, value: float, lo: float, hi: float) -> None:
@@ -252,10 +164,7 @@ def _range(name: str, value: float, lo: float, hi: float) -> None:
 
 
 def validate(cfg: EdgeConfig) -> EdgeConfig:
-    for name, allowed in CHOICES.items():
-        if getattr(cfg, name) not in allowed:
-            raise ConfigError(f"{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
-                              f"got {getattr(cfg, name)!r}")
+    SETTINGS.check_choices(cfg)
     _range("batch_seconds", cfg.batch_seconds, 0.2, 10.0)
     _range("block_ms", cfg.block_ms, 10, 40)
     _range("threads", cfg.threads, 1, 64)

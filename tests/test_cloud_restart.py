@@ -85,7 +85,9 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(broker, tmp_path, speech)
 
 @pytest.mark.parametrize("argv, message", [
     (["--broker", "ftp://x"], "expected mqtt://HOST"),
-    (["--idle-timeout", "soon"], "idle_timeout must be float"),
+    (["--idle-timeout", "soon"], "--idle-timeout: bad value for idle_timeout"),
+    (["--partition", "0/2", "--group", "g"], "partition and group exclude each other"),
+    (["--partition", "2/2"], "need 0 <= I < N"),
     (["--config", "/nonexistent.toml"], "not found"),
     (["redecode", "--archive", "/nonexistent.sqlite", "--out", "x"], "not found"),
 ])
@@ -103,12 +105,12 @@ def test_config_precedence_flag_env_file(tmp_path):
     f.write_text('[cloud]\nidle-timeout = 7.5\ngroup = "file"\nbroker = "mqtt://file:1"\n')
     args = build_parser().parse_args(["--config", str(f), "--broker", "mqtts://flag:8883"])
     cfg = config.resolve(args, env={"GACFLOW_CLOUD_GROUP": "env"})
-    assert cfg["broker"] == "mqtts://flag:8883" and cfg["group"] == "env"
-    assert cfg["idle_timeout"] == 7.5 and cfg["reorder_timeout"] == 1.0
-    assert config.parse_broker(cfg["broker"]).tls
+    assert cfg.broker == "mqtts://flag:8883" and cfg.group == "env"
+    assert cfg.idle_timeout == 7.5 and cfg.reorder_timeout == 1.0
+    assert config.parse_broker(cfg.broker).tls
     example = Path(__file__).resolve().parents[1] / "examples" / "cloud" / "receiver.toml"
     cfg = config.resolve(build_parser().parse_args(["--config", str(example)]), env={})
-    assert cfg["metrics_port"] == 9108 and config.parse_broker(cfg["broker"]).port == 8883
+    assert cfg.metrics_port == 9108 and config.parse_broker(cfg.broker).port == 8883
     f.write_text("colour = 1\n")
-    with pytest.raises(Exception, match="unknown option 'colour'"):
+    with pytest.raises(Exception, match="unknown setting 'colour'"):
         config.resolve(build_parser().parse_args(["--config", str(f)]), env={})
