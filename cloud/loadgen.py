@@ -3,6 +3,10 @@
 It speaks exactly what an edge agent speaks (retained birth status, QoS 1 packets on
 gacflow/v1/<device>/tokens) but takes tokens from the torch codec, and can reorder,
 duplicate or drop packets to exercise the receiver's jitter buffer.
+
+MQTT version: like the agent (`--mqtt-version auto`), MQTT 5 first and 3.1.1 when the
+broker refuses it or hangs up on it (the embedded demo broker speaks only 3.1.1); the
+negotiation is the edge publisher's `connect_negotiated`, not a copy of it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import paho.mqtt.client as mqtt
 
 from gacflow import topics
 from gacflow.bitstream import Packet, encode_packet
+from gacflow.edge.publisher import connect_negotiated
 from gacflow.spec import FRAME_RATE, TokenLayout
 
 from .config import parse_broker
@@ -33,19 +38,27 @@ def packetize(ids: np.ndarray, mode: str, layout: TokenLayout, frames_per_packet
 
 
 class Publisher:
-    """A paho client that publishes as device `device` (QoS 1, retained birth message)."""
+    """A paho client that publishes as device `device` (QoS 1, retained birth message).
 
-    def __init__(self, broker: str, device: str, codec_id: str, mode: str = "275") -> None:
+    `mqtt_version` is "auto" (5, falling back to 3.1.1), "5" or "3.1.1"; `.protocol` says
+    which one the broker took. paho reconnects the client by itself after that.
+    """
+
+    def __init__(self, broker: str, device: str, codec_id: str, mode: str = "275",
+                 mqtt_version: str = "auto") -> None:
         url = parse_broker(broker)
         self.device = device
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{device}",
-                                  protocol=mqtt.MQTTv5)
-        self.client.will_set(topics.topic(device, "status"),
-                             topics.status_message(False), qos=1, retain=True)
-        self.client.max_inflight_messages_set(1000)
-        self.client.connect(url.host, url.port)
-        self.client.loop_start()
+        self.client, self.protocol = connect_negotiated(self._make_client, url.host, url.port,
+                                                        mqtt_version)
         self.status(True, codec_id=codec_id, mode=mode)
+
+    def _make_client(self, protocol: int) -> mqtt.Client:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{self.device}",
+                             protocol=protocol)
+        client.will_set(topics.topic(self.device, "status"),
+                        topics.status_message(False), qos=1, retain=True)
+        client.max_inflight_messages_set(1000)
+        return client
 
     def status(self, online: bool, **fields) -> None:
         self.client.publish(topics.topic(self.device, "status"),
