@@ -37,7 +37,7 @@ class CloudConfig:
     client_id: str | None = None
     group: str | None = None
     partition: str | None = None
-    mqtt_version: str = "5"
+    mqtt_version: str = "auto"
     session_expiry: int = 7 * 24 * 3600
     bundle: str | None = None
     decoder: str | None = None
@@ -69,7 +69,8 @@ HELP: dict[str, str] = {
     "group": "join a shared subscription group ($share/<group>/...); needs a broker that "
              "keeps each device on one worker (sticky/hash strategy), not mosquitto",
     "partition": "I/N: keep only devices whose hash mod N is I (one worker of N, any broker)",
-    "mqtt_version": "MQTT protocol: 5 or 3.1.1",
+    "mqtt_version": "MQTT protocol: auto (5, falling back to 3.1.1 when the broker refuses "
+                    "it), 5 or 3.1.1",
     "session_expiry": "s the broker keeps our session (queued packets) while we are away",
     "bundle": "model bundle folder (default: the shipped one)",
     "decoder": "decoder size in the bundle, e.g. small (default: its default)",
@@ -83,7 +84,7 @@ HELP: dict[str, str] = {
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "mqtt_version": ("5", "3.1.1", "311"),
+    "mqtt_version": ("auto", "5", "3.1.1", "311"),
     "log_level": ("debug", "info", "warning", "error"),
 }
 

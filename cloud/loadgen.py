@@ -5,8 +5,8 @@ gacflow/v1/<device>/tokens) but takes tokens from the torch codec, and can reord
 duplicate or drop packets to exercise the receiver's jitter buffer.
 
 MQTT version: like the agent (`--mqtt-version auto`), MQTT 5 first and 3.1.1 when the
-broker refuses it or hangs up on it (the embedded demo broker speaks only 3.1.1); the
-negotiation is the edge publisher's `connect_negotiated`, not a copy of it.
+broker refuses it or hangs up on it (the embedded demo broker speaks only 3.1.1), through
+the shared `gacflow.mqtt_version.connect_negotiated`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 
 from gacflow import topics
 from gacflow.bitstream import Packet, encode_packet
-from gacflow.edge.publisher import connect_negotiated
+from gacflow.mqtt_version import connect_negotiated
 from gacflow.spec import FRAME_RATE, TokenLayout
 
 from .config import parse_broker

@@ -34,6 +34,7 @@ class Metrics:
             "decode_rtf": 0, "decoded_audio_seconds_total": 0, "decode_batches_total": 0,
             "connected": 0, "packets_other_partition_total": 0,
         }
+        self.info: dict[str, str] = {"mqtt_protocol": ""}  # text facts for /health
 
     def inc(self, name: str, device: str, value: float = 1.0) -> None:
         with self.lock:
@@ -42,6 +43,11 @@ class Metrics:
     def set(self, name: str, value: float) -> None:
         with self.lock:
             self.gauges[name] = value
+
+    def set_info(self, name: str, value: str) -> None:
+        """A text fact shown on /health (e.g. the negotiated MQTT version)."""
+        with self.lock:
+            self.info[name] = value
 
     def add(self, name: str, value: float = 1.0) -> None:
         """A receiver-wide counter (no device label: e.g. other partitions' packets)."""
@@ -70,7 +76,7 @@ class Metrics:
             ok = bool(self.gauges["connected"])
             body = {"status": "ok" if ok else "disconnected",
                     "live_sessions": self.gauges["live_sessions"],
-                    "queue_depth": self.gauges["queue_depth"]}
+                    "queue_depth": self.gauges["queue_depth"], **self.info}
         return (200 if ok else 503), body
 
 

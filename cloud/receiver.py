@@ -221,6 +221,7 @@ class Receiver:
             sub.ack(msg)
         self.metrics.set("queue_depth", sub.inbox.qsize())
         self.metrics.set("connected", int(sub.connected))
+        self.metrics.set_info("mqtt_protocol", sub.protocol)
         self.tick(time.time())
         return len(msgs)
 

@@ -136,7 +136,7 @@ class EdgeAgent:
         s.queue_dropped = self.queue.dropped
         s.published, s.acked, s.rejected = ps.published, ps.acked, ps.rejected
         s.connects, s.disconnects = ps.connects, ps.disconnects
-        s.connect_failures = ps.connect_failures
+        s.connect_failures, s.protocol = ps.connect_failures, ps.protocol
         s.connected = self.publisher.connected.is_set()
 
     def _tick(self, force: bool = False) -> None:

@@ -90,6 +90,7 @@ class AgentStats:
     connects: int = 0
     disconnects: int = 0
     connect_failures: int = 0
+    protocol: str = ""  # MQTT version of the last successful connection: "5" or "3.1.1"
     eos_sent: bool = False
     finished: bool = False
 

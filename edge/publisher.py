@@ -19,14 +19,10 @@ refers to an alias of a previous connection.
 The client id is the device id; a retained birth message goes to
 gacflow/v1/<device>/status on every connect, the last will (retained) says offline.
 
-MQTT version (`ProtocolChoice`, shared with the cloud load generator): under `auto`, MQTT 5
-is tried first. A 3.1.1-only broker answers a v5 CONNECT with CONNACK return code 1
-("unacceptable protocol version", which paho reports as reason 0x84) or simply closes
-the connection; either way the next attempt, made at once, uses 3.1.1. A refusal is
-final (3.1.1 is kept for the life of the process); a close before any CONNACK is
-ambiguous (the network may have dropped it), so if 3.1.1 is then closed too the agent
-goes back to 5 with the normal backoff. With `--mqtt-version 5` a refusal is a fatal
-configuration error (one line, exit 2) rather than an endless retry.
+MQTT version: `gacflow.mqtt_version.ProtocolChoice` (the rule shared with the cloud
+receiver and load generator). Under `auto`, MQTT 5 is tried first and a refusal or a close
+before CONNACK makes the next attempt, made at once, use 3.1.1. With `--mqtt-version 5` a
+refusal is a fatal configuration error (one line, exit 2) rather than an endless retry.
 """
 
 from __future__ import annotations
@@ -38,7 +34,6 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -46,6 +41,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gacflow.errors import ConfigError
+from gacflow.mqtt_version import MQTT_V5, ProtocolChoice
 from gacflow.topics import status_message, topic
 
 from .config import EdgeConfig, broker_address
@@ -54,103 +50,7 @@ from .disk_queue import DiskQueue
 log = logging.getLogger("gacflow.edge.publisher")
 
 AUTH_FAILURES = {0x86, 0x87, 0x8C}  # bad user name or password, not authorized, bad auth method
-UNSUPPORTED_PROTOCOL = {0x84, 0x01}  # paho maps a v5 CONNACK return code 1 to 0x84
 TOKENS_ALIAS = 1
-
-
-class ProtocolChoice:
-    """Which MQTT version the next connection attempt uses (`auto`, `5` or `3.1.1`)."""
-
-    def __init__(self, version: str = "auto") -> None:
-        if version not in ("auto", "5", "3.1.1"):
-            raise ConfigError(f"mqtt-version must be auto, 5 or 3.1.1, got {version!r}")
-        self.version = version
-        self.protocol = mqtt.MQTTv311 if version == "3.1.1" else mqtt.MQTTv5
-        self._guessed = False  # 3.1.1 was chosen after a close, not after a clear refusal
-
-    @property
-    def name(self) -> str:
-        return "5" if self.protocol == mqtt.MQTTv5 else "3.1.1"
-
-    @staticmethod
-    def is_version_refusal(reason_code: object) -> bool:
-        """A CONNACK saying the broker does not speak the protocol version we sent."""
-        return getattr(reason_code, "value", reason_code) in UNSUPPORTED_PROTOCOL
-
-    def refused(self, reason_code: object) -> bool:
-        """After a refusing CONNACK: True when the next attempt should use 3.1.1 at once."""
-        if not (self.is_version_refusal(reason_code) and self.protocol == mqtt.MQTTv5
-                and self.version == "auto"):
-            return False
-        self.protocol, self._guessed = mqtt.MQTTv311, False
-        return True
-
-    def closed_before_connack(self) -> bool:
-        """After the broker closed the connection without a CONNACK: True when the next
-        attempt should use 3.1.1 at once (auto and v5 was tried); a guessed 3.1.1 that
-        was closed too goes back to 5 (returns False: retry with the normal backoff)."""
-        if self.version != "auto":
-            return False
-        if self.protocol == mqtt.MQTTv5:
-            self.protocol, self._guessed = mqtt.MQTTv311, True
-            return True
-        if self._guessed:
-            self.protocol, self._guessed = mqtt.MQTTv5, False
-        return False
-
-    def unsupported_error(self, broker: str, reason_code: object) -> ConfigError | None:
-        """The fatal error for an explicit `5` that the broker refuses, else None."""
-        if self.version == "5" and self.is_version_refusal(reason_code):
-            return ConfigError(f"broker {broker} does not support MQTT 5 ({reason_code}); "
-                               "use --mqtt-version auto or 3.1.1")
-        return None
-
-
-def connect_negotiated(make_client: Callable[[int], mqtt.Client], host: str, port: int,
-                       version: str = "auto", keepalive: int = 60,
-                       timeout: float = 10.0) -> tuple[mqtt.Client, str]:
-    """Connect a simple blocking publisher with the same MQTT 5 -> 3.1.1 rule as the agent.
-
-    `make_client(protocol)` builds a configured, unconnected paho client. Returns the
-    connected client (its network loop running, paho reconnecting it from then on) and
-    the protocol used ("5" or "3.1.1"). Raises ConfigError when no attempt succeeds.
-    """
-    choice = ProtocolChoice(version)
-    broker = f"mqtt://{host}:{port}"
-    for _ in range(3):  # 5, then 3.1.1 (refusal or close), then 5 again after a close
-        client = make_client(choice.protocol)
-        events: queue.Queue[tuple[str, object]] = queue.Queue()
-        user_on_connect, user_on_disconnect = client.on_connect, client.on_disconnect
-        client.on_connect = lambda c, u, f, rc, p, q=events: q.put(("connack", rc))
-        client.on_disconnect = lambda c, u, f, rc, p, q=events: q.put(("closed", rc))
-        kwargs = {"clean_start": True} if choice.protocol == mqtt.MQTTv5 else {}
-        try:
-            client.connect(host, port, keepalive=keepalive, **kwargs)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"broker {broker}: {exc}") from exc
-        client.loop_start()
-        try:
-            kind, rc = events.get(timeout=timeout)
-        except queue.Empty:
-            kind, rc = "timeout", None
-        if kind == "connack" and not rc.is_failure:
-            client.on_connect, client.on_disconnect = user_on_connect, user_on_disconnect
-            return client, choice.name
-        client.loop_stop()
-        client.disconnect()
-        if kind == "timeout":
-            raise ConfigError(f"broker {broker} did not answer CONNECT within {timeout:g} s")
-        if kind == "connack":
-            fatal = choice.unsupported_error(broker, rc)
-            if fatal is not None:
-                raise fatal
-            if not choice.refused(rc):
-                raise ConfigError(f"broker {broker} refused the connection ({rc})")
-        elif not choice.closed_before_connack():
-            raise ConfigError(f"broker {broker} closed the connection before CONNACK")
-        log.warning("event=mqtt5_refused action=fallback_3.1.1 broker=%s how=%s", broker,
-                    "refused" if kind == "connack" else "closed")
-    raise ConfigError(f"broker {broker} accepted neither MQTT 5 nor 3.1.1")
 
 
 @dataclass
@@ -224,7 +124,7 @@ class MqttPublisher:
 
     def _connect(self) -> None:
         """Start connecting in paho's network thread (one attempt per client)."""
-        kwargs = {"clean_start": True} if self.protocol == mqtt.MQTTv5 else {}
+        kwargs = {"clean_start": True} if self.protocol == MQTT_V5 else {}
         try:
             self.client.connect_async(self.host, self.port, keepalive=self.cfg.keepalive,
                                       **kwargs)
@@ -267,9 +167,7 @@ class MqttPublisher:
         elif unsupported is not None:  # --mqtt-version 5 against a 3.1.1-only broker
             self.fatal = unsupported
             self._stop.set()
-        elif self.choice.refused(reason_code):
-            log.warning("event=mqtt5_refused action=fallback_3.1.1 broker=%s how=refused",
-                        self.cfg.broker)
+        elif self.choice.after_refusal(self.cfg.broker, reason_code):
             self._was_up = True  # retry at once with the other protocol
         else:
             log.warning("event=connect_refused reason=%r", str(reason_code))
@@ -298,9 +196,7 @@ class MqttPublisher:
             # TCP was up but the broker hung up on our CONNECT: some 3.1.1-only brokers
             # answer an MQTT 5 CONNECT this way instead of with CONNACK return code 1
             self.last_error = "closed the connection before CONNACK"
-            if self.choice.closed_before_connack():
-                log.warning("event=mqtt5_refused action=fallback_3.1.1 broker=%s how=closed",
-                            self.cfg.broker)
+            if self.choice.after_close(self.cfg.broker):
                 self._was_up = True  # retry at once with 3.1.1
         self.connected.clear()
         self._dead = True

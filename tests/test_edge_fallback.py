@@ -31,8 +31,8 @@ from gacflow.bitstream import decode_packet, read_packet
 from gacflow.bundle import Bundle
 from gacflow.cloud.embedded_broker import EmbeddedBroker
 from gacflow.cloud.loadgen import Publisher, packetize
-from gacflow.edge.publisher import ProtocolChoice
 from gacflow.errors import ConfigError
+from gacflow.mqtt_version import ProtocolChoice
 from gacflow.spec import TokenLayout
 from gacflow.topics import parse_status, topic
 
