@@ -18,13 +18,12 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
-import paho.mqtt.client as mqtt
 import pytest
 from broker import free_port
+from test_edge_mqtt import Collector
 
 from gacflow.audio import write_wav
 from gacflow.bitstream import decode_packet, read_packet
@@ -34,7 +33,6 @@ from gacflow.cloud.loadgen import Publisher, packetize
 from gacflow.errors import ConfigError
 from gacflow.mqtt_version import ProtocolChoice
 from gacflow.spec import TokenLayout
-from gacflow.topics import parse_status, topic
 
 AGENT = [sys.executable, "-m", "gacflow.edge.cli"]
 DEVICE = "fallback-dev"
@@ -141,39 +139,9 @@ def hangs_up(ebroker):
     relay.close()
 
 
-class Subscriber311:
+def subscriber_311(port: int, device: str = DEVICE) -> Collector:
     """A plain paho MQTT 3.1.1 subscriber to one device's tokens and status."""
-
-    def __init__(self, port: int, device: str = DEVICE) -> None:
-        self.messages: list[bytes] = []
-        self.status: list[dict] = []
-        self.subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=f"sub-{uuid.uuid4().hex[:8]}",
-                                  protocol=mqtt.MQTTv311)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(
-            [(topic(device, "tokens"), 1), (topic(device, "status"), 1)])
-        self.client.on_subscribe = lambda *a: self.subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        assert self.subscribed.wait(10), "subscriber could not subscribe"
-
-    def _on_message(self, client, userdata, msg) -> None:
-        if msg.topic.endswith("/tokens"):
-            self.messages.append(bytes(msg.payload))
-        else:
-            self.status.append(parse_status(msg.payload))
-
-    def wait_for(self, n: int, timeout: float = 30) -> None:
-        deadline = time.time() + timeout
-        while len(self.messages) < n and time.time() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)  # a duplicate or an extra packet would show up now
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+    return Collector(port, device, v311=True)
 
 
 # -- the agent -----------------------------------------------------------------------------
@@ -219,10 +187,11 @@ def connected_protocols(stdout: str) -> list[str]:
             if part.startswith("protocol=")]
 
 
-def check_delivery(tmp: Path, sub: Subscriber311, bundle: Path) -> list[bytes]:
+def check_delivery(tmp: Path, sub: Collector, bundle: Path) -> list[bytes]:
     """Every logged packet arrived exactly once, in order, byte for byte; birth seen."""
     sent = read_log(tmp / "packets.bin")
     sub.wait_for(len(sent))
+    time.sleep(0.3)  # a duplicate or an extra packet would show up now
     assert sub.messages == sent
     packets = [decode_packet(m) for m in sent]
     assert [p.seq for p in packets] == list(range(len(packets)))
@@ -235,7 +204,7 @@ def check_delivery(tmp: Path, sub: Subscriber311, bundle: Path) -> list[bytes]:
 
 
 def test_auto_falls_back_when_the_broker_refuses_mqtt5(tmp_path, ebroker, bundle, short_wav):
-    sub = Subscriber311(ebroker.port)
+    sub = subscriber_311(ebroker.port)
     proc = run_agent(tmp_path, ebroker.url, bundle, short_wav)  # --mqtt-version: default
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
@@ -251,7 +220,7 @@ def test_auto_falls_back_when_the_broker_refuses_mqtt5(tmp_path, ebroker, bundle
 
 def test_auto_falls_back_when_the_broker_hangs_up_on_mqtt5(tmp_path, ebroker, hangs_up,
                                                            bundle, short_wav):
-    sub = Subscriber311(ebroker.port)
+    sub = subscriber_311(ebroker.port)
     proc = run_agent(tmp_path, hangs_up.url, bundle, short_wav, "--mqtt-version", "auto")
     assert proc.returncode == 0, proc.stderr
     check_delivery(tmp_path, sub, bundle)
@@ -263,7 +232,7 @@ def test_auto_falls_back_when_the_broker_hangs_up_on_mqtt5(tmp_path, ebroker, ha
 
 
 def test_explicit_311_never_tries_mqtt5(tmp_path, ebroker, hangs_up, bundle, short_wav):
-    sub = Subscriber311(ebroker.port)
+    sub = subscriber_311(ebroker.port)
     proc = run_agent(tmp_path, hangs_up.url, bundle, short_wav, "--mqtt-version", "3.1.1")
     assert proc.returncode == 0, proc.stderr
     check_delivery(tmp_path, sub, bundle)
@@ -287,7 +256,7 @@ def test_mqtt5_only_against_a_311_broker_is_one_line(tmp_path, ebroker, bundle, 
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["acked"] == 0 and stats["queue_depth"] == len(queued)
     # the next run (default auto) delivers what was queued, then its own stream
-    sub = Subscriber311(ebroker.port)
+    sub = subscriber_311(ebroker.port)
     again = tmp_path / "one-second.wav"
     write_wav(again, speech[: 16000])
     ok = run_agent(tmp_path, ebroker.url, bundle, again)
@@ -322,7 +291,7 @@ def test_protocol_choice_rules():
 def test_loadgen_publisher_falls_back_to_311(ebroker, how):
     relay = HangsUpOnMqtt5(ebroker.port) if how == "hangs up" else None
     try:
-        sub = Subscriber311(ebroker.port, "loadgen")
+        sub = subscriber_311(ebroker.port, "loadgen")
         layout = TokenLayout()
         ids = np.random.default_rng(7).integers(0, 2 ** layout.mode("275").bits, 300)
         packets = packetize(ids, "275", layout, frames_per_packet=25)

@@ -78,20 +78,28 @@ def long_wav(tmp_path_factory, speech) -> Path:
 class Collector:
     """A plain paho subscriber with a persistent session; reconnects by itself."""
 
-    def __init__(self, port: int, device: str = DEVICE) -> None:
+    def __init__(self, port: int, device: str = DEVICE, v311: bool = False) -> None:
         self.messages: list[bytes] = []
         self.status: list[dict] = []
         self.device = device
         self.subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=f"sub-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5)
+        cid = f"sub-{uuid.uuid4().hex[:8]}"
+        if v311:  # for 3.1.1-only brokers (the embedded one)
+            self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid,
+                                      protocol=mqtt.MQTTv311, clean_session=False)
+        else:
+            self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid,
+                                      protocol=mqtt.MQTTv5)
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.client.on_message = self._on_message
-        props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600
-        self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
+        if v311:
+            self.client.connect("127.0.0.1", port)
+        else:
+            props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+            self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
         self.client.loop_start()
         assert self.subscribed.wait(10), "subscriber could not subscribe"
 
