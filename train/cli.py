@@ -17,10 +17,14 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--extra", nargs="*", type=Path, default=[],
                    help="more folders of WAV/FLAC to add to training")
     c.add_argument("--seed", type=int, default=0)
-    s = sub.add_parser("synth", help="synthetic English with text + phonemes (espeak-ng)")
-    s.add_argument("--out", default="data/synth-en")
+    s = sub.add_parser("synth", help="synthetic English with text + phonemes (espeak-ng/Kokoro)")
+    s.add_argument("--engine", choices=("espeak", "kokoro"), default="espeak",
+                   help="espeak-ng (robotic, instant) or Kokoro-82M (natural, ~real time)")
+    s.add_argument("--out", default=None,
+                   help="output folder (default data/synth-en, or data/synth-en-kokoro)")
     s.add_argument("--count", type=int, default=2000)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=1, help="Kokoro inference threads")
     t = sub.add_parser("fit", help="train or resume a codec")
     t.add_argument("--config", default=None, help="TOML config (see train/configs/)")
     t.add_argument("--run", default="runs/base", help="run folder (checkpoint, logs)")
@@ -47,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "synth":
             from .synth import build_synthetic
 
-            m = build_synthetic(Path(args.out), args.count, args.seed)
-            print(f"{len(m['items'])} utterances in {args.out}")
+            out = args.out or ("data/synth-en" if args.engine == "espeak"
+                               else "data/synth-en-kokoro")
+            m = build_synthetic(Path(out), args.count, args.seed, args.engine,
+                                threads=args.threads)
+            print(f"{len(m['items'])} utterances in {out}")
         elif args.cmd == "fit":
             from .config import TrainConfig
             from .loop import train

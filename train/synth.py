@@ -1,10 +1,13 @@
-"""Synthetic English speech with known text and phonemes (espeak-ng), for training and WER.
+"""Synthetic English speech with known text and phonemes, for training and WER.
 
-Robotic but instant, exact phoneme transcripts, and many voice variants (male and female)
-to widen the speaker range that three recorded voices cannot give. Writes
-`<out>/<voice>/<id>.wav` (16 kHz) with `<id>.txt` (text) and `<id>.phn` (espeak phonemes),
-so the folder works both as training data and as an eval set with transcripts.
-Kokoro and festival voices (DATA.md) plug in as further synthesizers with the same layout.
+Two synthesizers write the same layout, `<out>/<voice>/<id>.wav` (16 kHz mono) with
+`<id>.txt` (text) and `<id>.phn` (espeak-ng phonemes) plus a `synth.json` manifest, so a
+folder works both as training data and as an eval set with transcripts:
+
+- `espeak` (default): robotic but instant, exact phonemes, many male/female variants to widen
+  the speaker range that three recorded voices cannot give.
+- `kokoro` (`synth_kokoro.py`): natural-sounding neural TTS (Kokoro-82M, int8 ONNX), about
+  real time on CPU; the eval set for a meaningful ASR word error rate.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -23,6 +27,7 @@ from gacflow.audio import resample, write_wav
 from gacflow.errors import ConfigError
 from gacflow.spec import SAMPLE_RATE
 
+ENGINES = ("espeak", "kokoro")
 FORTUNES = Path("/usr/share/games/fortunes")
 VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp")
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m7", "f1", "f2", "f3", "f4")
@@ -43,18 +48,19 @@ def espeak() -> str:
     return exe
 
 
-def fortune_texts(limit: int, seed: int) -> list[str]:
-    """Sentences of 4-30 words from Debian's fortunes, else a small built-in list."""
+def fortune_texts(limit: int, seed: int, words: tuple[int, int] = (4, 30)) -> list[str]:
+    """Sentences of `words` (min, max) words from Debian's fortunes, else a built-in list."""
+    lo, hi = words
     texts = []
     for f in sorted(FORTUNES.glob("*")) if FORTUNES.is_dir() else []:
         if f.suffix or not f.is_file():
             continue
         for chunk in f.read_text(errors="ignore").split("\n%\n"):
             line = " ".join(chunk.split())
-            if re.fullmatch(r"[A-Za-z ,.;:'?!-]+", line) and 4 <= len(line.split()) <= 30:
+            if re.fullmatch(r"[A-Za-z ,.;:'?!-]+", line) and lo <= len(line.split()) <= hi:
                 texts.append(line)
     if not texts:
-        texts = list(FALLBACK_TEXTS)
+        texts = [t for t in FALLBACK_TEXTS if lo <= len(t.split()) <= hi] or list(FALLBACK_TEXTS)
     random.Random(seed).shuffle(texts)
     return (texts * (limit // len(texts) + 1))[:limit]
 
@@ -75,23 +81,88 @@ def phonemes(text: str, voice: str) -> str:
     return " ".join(out.split())
 
 
-def build_synthetic(out: Path, count: int, seed: int = 0) -> dict:
-    """Write `count` utterances over random voice/variant/speed/pitch; returns the manifest."""
+class Engine(Protocol):
+    """A synthesizer: picks each utterance's voice settings, then renders text at 16 kHz."""
+
+    name: str  # progress bar and manifest "synthesizer"
+    words: tuple[int, int]  # text length (min, max words) that suits the engine
+    manifest: dict  # extra manifest fields (licence, model, ...)
+
+    def plan(self, index: int, rng: random.Random) -> dict:
+        """Settings of utterance `index` ("voice" plus engine knobs), drawn in a fixed order."""
+        ...
+
+    def render(self, text: str, plan: dict) -> np.ndarray:
+        """16 kHz mono float32 speech of `text` with `plan`'s settings."""
+        ...
+
+    def phoneme_voice(self, plan: dict) -> str:
+        """The espeak-ng voice whose phonemes go in the `.phn` file."""
+        ...
+
+
+class EspeakEngine:
+    """espeak-ng over random accents, variants, speeds and pitches."""
+
+    name = "espeak-ng"
+    words = (4, 30)
+    manifest = {"licence": "generated (espeak-ng GPL-3 program; output unrestricted)"}
+
+    def plan(self, index: int, rng: random.Random) -> dict:
+        voice = f"{rng.choice(VOICES)}+{rng.choice(VARIANTS)}"
+        return {"voice": voice, "speed": rng.randint(130, 190), "pitch": rng.randint(25, 75)}
+
+    def render(self, text: str, plan: dict) -> np.ndarray:
+        return synthesize(text, plan["voice"], plan["speed"], plan["pitch"])
+
+    def phoneme_voice(self, plan: dict) -> str:
+        return plan["voice"]
+
+
+def make_engine(name: str, threads: int = 1) -> Engine:
+    """`espeak` or `kokoro` (the latter fails with ConfigError when not installed)."""
+    if name == "espeak":
+        espeak()
+        return EspeakEngine()
+    if name == "kokoro":
+        from .synth_kokoro import KokoroEngine
+
+        return KokoroEngine(threads=threads)
+    raise ConfigError(f"unknown synthesizer {name!r} (choose from {', '.join(ENGINES)})")
+
+
+def build_synthetic(out: Path, count: int, seed: int = 0, engine: str | Engine = "espeak",
+                    texts: list[str] | None = None, threads: int = 1) -> dict:
+    """Write `count` utterances (resumable: finished ones are kept); returns the manifest.
+
+    `texts` overrides the fortune sentences (cycled to `count`); the same seed gives the
+    same texts, voices and settings.
+    """
     from tqdm import tqdm
 
+    eng = make_engine(engine, threads) if isinstance(engine, str) else engine
+    espeak()  # the .phn files need it whatever the engine
+    if texts is not None:
+        if not texts:
+            raise ConfigError("no texts to synthesize")
+        texts = (list(texts) * (count // len(texts) + 1))[:count]
+    else:
+        texts = fortune_texts(count, seed, eng.words)
     rng = random.Random(seed)
     items = []
-    for i, text in enumerate(tqdm(fortune_texts(count, seed), desc="espeak-ng", unit="utt")):
-        voice = f"{rng.choice(VOICES)}+{rng.choice(VARIANTS)}"
-        speed, pitch = rng.randint(130, 190), rng.randint(25, 75)
-        folder = out / voice.replace("+", "_")
-        stem = folder / f"{i:05d}"
-        if not (stem.with_suffix(".wav")).exists():  # resumable
-            write_wav(stem.with_suffix(".wav"), synthesize(text, voice, speed, pitch))
+    for i, text in enumerate(tqdm(texts, desc=eng.name, unit="utt")):
+        plan = eng.plan(i, rng)
+        stem = out / plan["voice"].replace("+", "_") / f"{i:05d}"
+        wav_path = stem.with_suffix(".wav")
+        if not (wav_path.exists() and stem.with_suffix(".txt").exists()
+                and stem.with_suffix(".phn").exists()):
+            audio, phn = eng.render(text, plan), phonemes(text, eng.phoneme_voice(plan))
+            stem.parent.mkdir(parents=True, exist_ok=True)
             stem.with_suffix(".txt").write_text(text + "\n")
-            stem.with_suffix(".phn").write_text(phonemes(text, voice) + "\n")
-        items.append({"id": i, "voice": voice, "speed": speed, "pitch": pitch, "text": text})
-    manifest = {"synthesizer": "espeak-ng", "seed": seed, "licence": "generated (espeak-ng GPL-3 "
-                "program; output unrestricted)", "items": items}
+            stem.with_suffix(".phn").write_text(phn + "\n")
+            write_wav(wav_path, audio)  # last: the wav marks a finished item
+        items.append({"id": i, **plan, "text": text})
+    manifest = {"synthesizer": eng.name, "seed": seed, **eng.manifest, "items": items}
+    out.mkdir(parents=True, exist_ok=True)
     (out / "synth.json").write_text(json.dumps(manifest, indent=1))
     return manifest
