@@ -62,6 +62,12 @@ def analysis_window() -> np.ndarray:
     return w
 
 
+@lru_cache(maxsize=1)
+def _frame_index() -> np.ndarray:
+    """Sample indices of the 4 mel frames inside a token frame's span."""
+    return np.arange(MELS_PER_TOKEN)[:, None] * HOP + np.arange(WIN)[None, :]
+
+
 def token_frame_mels(span: np.ndarray) -> np.ndarray:
     """Log-mel [MELS_PER_TOKEN, N_MELS] of one token frame.
 
@@ -70,10 +76,8 @@ def token_frame_mels(span: np.ndarray) -> np.ndarray:
     """
     if span.shape != (CONTEXT + FRAME_SAMPLES,):
         raise ValueError(f"span must have {CONTEXT + FRAME_SAMPLES} samples, got {span.shape}")
-    idx = np.arange(MELS_PER_TOKEN)[:, None] * HOP + np.arange(WIN)[None, :]
-    frames = np.zeros((MELS_PER_TOKEN, N_FFT), dtype=np.float32)
-    frames[:, :WIN] = span.astype(np.float32)[idx]
-    spec = np.fft.rfft(frames * analysis_window(), axis=-1)
+    frames = span.astype(np.float32)[_frame_index()] * analysis_window()[:WIN]
+    spec = np.fft.rfft(frames, n=N_FFT, axis=-1)  # zero-pads each 400-sample frame to 512
     power = (spec.real**2 + spec.imag**2).astype(np.float32)
     mel = power @ mel_filterbank()
     return np.log(np.maximum(mel, LOG_FLOOR)).astype(np.float32)
