@@ -100,15 +100,15 @@ def test_grown_decoder_starts_as_the_small_one_and_joins_the_bundle(tmp_path: Pa
     fit = ["fit", "--data", str(tmp_path / "corpus")]
     assert train_cli(fit + ["--config", str(tmp_path / "small.toml"),
                             "--run", str(tmp_path / "small")]) == 0
-    (tmp_path / "large.toml").write_text(
-        f'init_from = "{tmp_path / "small" / "ckpt.pt"}"\nfreeze_encoder = true\n'
+    bundle = tmp_path / "bundle"
+    assert train_cli(["bundle", str(tmp_path / "small" / "ckpt.pt"), "--out", str(bundle)]) == 0
+    (tmp_path / "large.toml").write_text(  # grown from the bundle, as a user of the repo would
+        f'init_from = "{bundle}"\nfreeze_encoder = true\n'
         "gan_start = 0\ngan_crop_frames = 4\n"
         + common + "[decoder]\ndim = 16\nblocks_low = 2\n"
         "blocks_high = 3\n")
     assert train_cli(fit + ["--config", str(tmp_path / "large.toml"),
                             "--run", str(tmp_path / "large")]) == 0
-    bundle = tmp_path / "bundle"
-    assert train_cli(["bundle", str(tmp_path / "small" / "ckpt.pt"), "--out", str(bundle)]) == 0
     assert train_cli(["add-decoder", str(tmp_path / "large" / "ckpt.pt"), "--bundle",
                       str(bundle), "--size", "large"]) == 0
     b = Bundle.load(bundle)

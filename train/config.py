@@ -27,7 +27,7 @@ class TrainConfig:
     fm_weight: float = 2.0
     disc_lr: float = 2e-4
     freeze_encoder: bool = False  # train a decoder for an existing encoder's tokens
-    init_from: str = ""  # checkpoint to start from (e.g. the encoder a new decoder reads)
+    init_from: str = ""  # checkpoint file or bundle dir to start from (e.g. to grow a decoder)
     device: str = "auto"  # auto | cpu | cuda
     mel_weight: float = 1.0
     stft_weight: float = 1.0

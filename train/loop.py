@@ -18,7 +18,7 @@ from gacflow.spec import FRAME_SAMPLES, TokenLayout
 
 from .config import TrainConfig
 from .losses import mel_l1, multi_resolution_stft
-from .model import CodecModel, load_checkpoint, load_grown, save_checkpoint
+from .model import CodecModel, init_state, load_checkpoint, load_grown, save_checkpoint
 
 
 class CropSampler:
@@ -89,7 +89,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     if ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
     elif cfg.init_from:
-        fresh = load_grown(model, load_checkpoint(Path(cfg.init_from))["model"])
+        fresh = load_grown(model, init_state(Path(cfg.init_from)))
         if fresh:
             print(f"grown from {cfg.init_from}: {len(fresh)} new tensors start as identity")
         ck = None

@@ -55,6 +55,20 @@ def load_grown(model: CodecModel, state: dict[str, torch.Tensor]) -> list[str]:
     return fresh
 
 
+def init_state(path: Path) -> dict[str, torch.Tensor]:
+    """The weights a run starts from: a training checkpoint file or a bundle directory.
+
+    Accepting a bundle lets anyone grow or fine-tune a decoder from the weights shipped in
+    the repository, without the training run that made them.
+    """
+    from gacflow.export.source import as_checkpoint, load_source
+
+    path = Path(path)
+    if path.is_dir():
+        return as_checkpoint(load_source(path))["model"]
+    return load_checkpoint(path)["model"]
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Atomic save: a power cut never leaves a half-written checkpoint."""
     with atomic_path(path) as tmp:
