@@ -20,6 +20,7 @@ class TrainConfig:
     segment_frames: int = 40  # 1.6 s crops
     lr: float = 6e-4
     warmup: int = 300
+    augment: tuple[str, ...] = ("gain",)  # any of gain, speed, noise, reverb (train/augment.py)
     enh_drop: float = 0.5  # chance of training a crop as the 175 mode
     gan_start: int = -1  # step at which the adversarial stage starts (-1: never)
     gan_crop_frames: int = 0  # token frames the discriminators judge per crop (0: all)
@@ -51,4 +52,8 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"training config {path}: unknown keys {sorted(unknown)}")
         raw.update({k: v for k, v in overrides.items() if v is not None})
+        if "augment" in raw:
+            from .augment import check
+
+            raw["augment"] = check(raw["augment"])
         return cls(**raw)

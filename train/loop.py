@@ -16,28 +16,32 @@ from gacflow.model.decoder import DecoderConfig
 from gacflow.model.encoder import EncoderConfig
 from gacflow.spec import FRAME_SAMPLES, TokenLayout
 
+from .augment import apply as apply_augment
+from .augment import crop_margin
 from .config import TrainConfig
 from .losses import mel_l1, multi_resolution_stft
 from .model import CodecModel, init_state, load_checkpoint, load_grown, save_checkpoint
 
 
 class CropSampler:
-    """Random fixed-length crops from an int16 shard, with gain/polarity augmentation."""
+    """Random fixed-length crops from an int16 shard, augmented as the config says."""
 
-    def __init__(self, shard: Path, frames: int, seed: int) -> None:
+    def __init__(self, shard: Path, frames: int, seed: int,
+                 augment: tuple[str, ...] = ("gain",)) -> None:
         self.audio = np.load(shard, mmap_mode="r")
         self.n = frames * FRAME_SAMPLES
-        if len(self.audio) <= self.n:
+        self.augment = augment
+        self.raw = int(np.ceil(self.n * crop_margin(augment))) + ("speed" in augment)
+        if len(self.audio) <= self.raw:
             raise ValueError(f"{shard}: too little audio for {frames}-frame crops")
         self.rng = np.random.default_rng(seed)
 
     def batch(self, size: int, augment: bool = True) -> torch.Tensor:
-        starts = self.rng.integers(0, len(self.audio) - self.n, size)
-        x = np.stack([self.audio[s : s + self.n] for s in starts]).astype(np.float32) / 32768.0
+        length = self.raw if augment else self.n
+        starts = self.rng.integers(0, len(self.audio) - length, size)
+        x = np.stack([self.audio[s : s + length] for s in starts]).astype(np.float32) / 32768.0
         if augment:
-            gain_db = self.rng.uniform(-12.0, 4.0, (size, 1))
-            sign = self.rng.choice([-1.0, 1.0], (size, 1))
-            x = np.clip(x * (10 ** (gain_db / 20)) * sign, -1, 1)
+            x = apply_augment(x, self.augment, self.rng, self.n)
         return torch.from_numpy(x.astype(np.float32))
 
 
@@ -81,7 +85,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "ckpt.pt"
     data = Path(cfg.data)
-    sampler = CropSampler(data / "train.npy", cfg.segment_frames, cfg.seed)
+    sampler = CropSampler(data / "train.npy", cfg.segment_frames, cfg.seed, cfg.augment)
     valid = CropSampler(data / "valid.npy", cfg.segment_frames, 1234).batch(16, augment=False)
     model = build_model(cfg)
     disc = Discriminators() if cfg.gan_start >= 0 else None

@@ -1,0 +1,63 @@
+"""Training augmentation: reproducible, right shapes, the promised SNR, bad names refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from gacflow.errors import ConfigError  # noqa: E402
+from gacflow.train import augment  # noqa: E402
+from gacflow.train.config import TrainConfig  # noqa: E402
+from gacflow.train.loop import CropSampler  # noqa: E402
+
+
+def test_sampler_crops_are_reproducible_and_the_right_length(tmp_path: Path,
+                                                             speech: np.ndarray) -> None:
+    shard = tmp_path / "train.npy"
+    np.save(shard, (speech * 32767).astype(np.int16))
+    names = augment.check(["noise", "gain", "speed", "reverb"])
+    assert names == ("speed", "reverb", "noise", "gain")
+    a = CropSampler(shard, 10, seed=3, augment=names).batch(6)
+    b = CropSampler(shard, 10, seed=3, augment=names).batch(6)
+    assert a.shape == (6, 6400) and torch.equal(a, b)
+    assert a.abs().max() <= 1.0 and torch.isfinite(a).all()
+    plain = CropSampler(shard, 10, seed=3, augment=()).batch(6)
+    assert not torch.equal(a, plain)
+
+
+def test_noise_lands_in_the_snr_range_and_speed_moves_pitch() -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    tone = 0.3 * np.sin(2 * np.pi * 200 * t)[None].repeat(40, 0)
+    noisy = augment.noise(tone, rng)
+    changed = [i for i in range(40) if not np.allclose(noisy[i], tone[i])]
+    assert 5 < len(changed) < 35  # about half the crops
+    for i in changed:
+        snr = 10 * np.log10(np.mean(tone[i] ** 2) / np.mean((noisy[i] - tone[i]) ** 2))
+        assert 9.5 <= snr <= 40.5
+    for seed in range(4):
+        factor = np.random.default_rng(seed).uniform(*augment.SPEED_RANGE)
+        moved = augment.speed(tone[:1].astype(np.float32), np.random.default_rng(seed), 8000)[0]
+        peak_hz = np.argmax(np.abs(np.fft.rfft(moved))) * 16000 / 8000
+        assert abs(peak_hz - 200 * factor) <= 2.0
+
+
+def test_reverb_keeps_length_and_adds_a_tail() -> None:
+    x = np.zeros((8, 8000), np.float32)
+    x[:, 100] = 0.9
+    wet = augment.reverb(x, np.random.default_rng(2))
+    assert wet.shape == x.shape
+    assert any(np.abs(row[2000:]).max() > 1e-4 for row in wet)
+
+
+def test_unknown_augmentation_is_a_config_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('augment = ["gain", "chorus"]\n')
+    with pytest.raises(ConfigError, match="chorus"):
+        TrainConfig.load(cfg)
+    cfg.write_text('augment = ["noise", "speed"]\n')
+    assert TrainConfig.load(cfg).augment == ("speed", "noise")

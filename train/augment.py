@@ -1,0 +1,107 @@
+"""Training-crop augmentation: widen speakers and conditions beyond the few recorded voices.
+
+Each augmentation takes a float32 batch [B, N] in [-1, 1] and the sampler's generator, so
+a run is reproducible from its seed. The decoder learns to reproduce the augmented audio
+(input = target): the point is that the encoder and decoder see more pitches, rooms and
+noise floors than three speakers in a studio give them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from gacflow.errors import ConfigError
+from gacflow.spec import SAMPLE_RATE
+
+SPEED_RANGE = (0.9, 1.1)  # Kaldi-style speed perturbation: tempo, pitch and formants move
+NOISE_SNR_DB = (10.0, 40.0)
+REVERB_RT60_S = (0.15, 0.6)
+REVERB_WET = (0.1, 0.5)
+APPLY_PROB = 0.5  # noise and reverb hit half the crops, so clean speech stays in the mix
+
+
+def crop_margin(names: tuple[str, ...]) -> float:
+    """How much longer a raw crop must be so that speed-up still fills the target length."""
+    return SPEED_RANGE[1] if "speed" in names else 1.0
+
+
+def gain(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Level (-12..+4 dB) and polarity: the encoder must not care about either."""
+    gain_db = rng.uniform(-12.0, 4.0, (len(x), 1))
+    sign = rng.choice([-1.0, 1.0], (len(x), 1))
+    return np.clip(x * (10 ** (gain_db / 20)) * sign, -1, 1)
+
+
+def speed(x: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Resample each crop by a random factor and keep n samples (shifts pitch and formants)."""
+    out = np.empty((len(x), n), np.float32)
+    for i, row in enumerate(x):
+        factor = rng.uniform(*SPEED_RANGE)
+        pos = np.arange(n) * factor
+        out[i] = np.interp(pos, np.arange(len(row)), row)
+    return out
+
+
+def noise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Add white or pink noise at 10-40 dB SNR to half the crops."""
+    out = x.copy()
+    for i, row in enumerate(x):
+        if rng.random() >= APPLY_PROB:
+            continue
+        n = rng.standard_normal(len(row))
+        if rng.random() < 0.5:  # pink: -3 dB/octave by shaping the spectrum
+            spec = np.fft.rfft(n)
+            spec[1:] /= np.sqrt(np.arange(1, len(spec)))
+            spec[0] = 0
+            n = np.fft.irfft(spec, len(row))
+        power = float(np.mean(row.astype(np.float64) ** 2)) + 1e-10
+        snr = rng.uniform(*NOISE_SNR_DB)
+        n *= np.sqrt(power / (np.mean(n**2) + 1e-12) / 10 ** (snr / 10))
+        out[i] = row + n
+    return np.clip(out, -1, 1)
+
+
+def reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Convolve half the crops with a synthetic room (decaying noise tail, random RT60)."""
+    out = x.copy()
+    for i, row in enumerate(x):
+        if rng.random() >= APPLY_PROB:
+            continue
+        rt60 = rng.uniform(*REVERB_RT60_S)
+        t = np.arange(int(rt60 * SAMPLE_RATE)) / SAMPLE_RATE
+        tail = rng.standard_normal(len(t)) * 10 ** (-3 * t / rt60)  # -60 dB at rt60
+        tail /= np.sqrt(np.sum(tail**2)) + 1e-12
+        wet = np.fft.irfft(np.fft.rfft(row, len(row) + len(t)) * np.fft.rfft(tail, len(row)
+                                                                              + len(t)))
+        mix = rng.uniform(*REVERB_WET)
+        out[i] = (1 - mix) * row + mix * wet[: len(row)]
+    return np.clip(out, -1, 1)
+
+
+AUGMENTATIONS: dict[str, Callable[..., np.ndarray]] = {
+    "gain": gain, "speed": speed, "noise": noise, "reverb": reverb,
+}
+ORDER = ("speed", "reverb", "noise", "gain")  # room before noise floor, level last
+
+
+def check(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Validate a config's augmentation list; returns it in the order they are applied."""
+    unknown = sorted(set(names) - set(AUGMENTATIONS))
+    if unknown:
+        raise ConfigError(f"unknown augmentation(s) {unknown}; known: {sorted(AUGMENTATIONS)}")
+    return tuple(name for name in ORDER if name in names)
+
+
+def apply(x: np.ndarray, names: tuple[str, ...], rng: np.random.Generator,
+          n: int) -> np.ndarray:
+    """Run the named augmentations on raw crops x [B, >= n]; returns [B, n] float32."""
+    if "speed" in names:
+        x = speed(x, rng, n)
+    else:
+        x = x[:, :n]
+    for name in names:
+        if name != "speed":
+            x = AUGMENTATIONS[name](x, rng)
+    return x.astype(np.float32)
