@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -121,3 +122,14 @@ def test_grown_decoder_starts_as_the_small_one_and_joins_the_bundle(tmp_path: Pa
     torch.save(other, tmp_path / "other.pt")
     assert train_cli(["add-decoder", str(tmp_path / "other.pt"), "--bundle", str(bundle),
                       "--size", "x"]) == 2
+
+
+def test_corpus_without_the_recorded_voices_says_what_to_install(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import gacflow.train.corpus as corpus
+
+    monkeypatch.setattr(corpus, "ASTERISK_ROOT", tmp_path / "nothing")
+    assert train_cli(["corpus", "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "apt-get install asterisk-core-sounds-es-g722" in err[0]
+    assert not (tmp_path / "c" / "train.npy").exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gacflow.audio import read_audio
-from gacflow.errors import AudioError
+from gacflow.errors import AudioError, ConfigError
 from gacflow.spec import SAMPLE_RATE
 
 ASTERISK_ROOT = Path("/usr/share/asterisk/sounds")
@@ -47,6 +47,11 @@ def load_any(path: Path) -> np.ndarray:
 
 
 def asterisk_sources(voices: tuple[str, ...]) -> list[Source]:
+    missing = [v for v in voices if not (ASTERISK_ROOT / v).is_dir()]
+    if missing:
+        pkgs = " ".join(f"asterisk-core-sounds-{v[:2]}-g722" for v in missing)
+        raise ConfigError(f"recorded voices {missing} are not installed under {ASTERISK_ROOT}; "
+                          f"run: sudo apt-get install {pkgs}")
     out = []
     for v in voices:
         out += [Source(p, v, ASTERISK_LICENCE) for p in sorted((ASTERISK_ROOT / v).rglob("*.g722"))]
