@@ -133,3 +133,23 @@ def test_corpus_without_the_recorded_voices_says_what_to_install(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "apt-get install asterisk-core-sounds-es-g722" in err[0]
     assert not (tmp_path / "c" / "train.npy").exists()
+
+
+def test_corpus_folders_carry_transcripts_phonemes_and_licence(tmp_path: Path,
+                                                               speech: np.ndarray) -> None:
+    from gacflow.errors import ConfigError
+    from gacflow.train.corpus import build, folder_sources
+
+    voice = tmp_path / "synth" / "voice_a"
+    voice.mkdir(parents=True)
+    sf.write(voice / "0.wav", speech[:16000], 16000)
+    (voice / "0.txt").write_text("hello there\n")
+    (voice / "0.phn").write_text("h@l'oU D'e@\n")
+    (tmp_path / "synth" / "synth.json").write_text('{"licence": "Apache-2.0 test voice"}')
+    m = build(tmp_path / "corpus", {"valid": folder_sources(tmp_path / "synth")})
+    (entry,) = m["splits"]["valid"]["files"]
+    assert entry["speaker"] == "voice_a" and entry["licence"] == "Apache-2.0 test voice"
+    assert entry["text"] == "hello there" and entry["phonemes"] == "h@l'oU D'e@"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no WAV"):
+        folder_sources(tmp_path / "empty")

@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--out", default="data/corpus")
     c.add_argument("--extra", nargs="*", type=Path, default=[],
                    help="more folders of WAV/FLAC to add to training")
+    c.add_argument("--valid-extra", nargs="*", type=Path, default=[],
+                   help="held-out folders for validation (e.g. a synthetic English set)")
     c.add_argument("--seed", type=int, default=0)
     s = sub.add_parser("synth", help="synthetic English with text + phonemes (espeak-ng/Kokoro)")
     s.add_argument("--engine", choices=("espeak", "kokoro"), default="espeak",
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "corpus":
             from .corpus import build, default_splits
 
-            m = build(Path(args.out), default_splits(args.extra), args.seed)
+            m = build(Path(args.out), default_splits(args.extra, args.valid_extra), args.seed)
             for split, s in m["splits"].items():
                 print(f"{split}: {s['seconds']} s from {len(s['files'])} files, "
                       f"speakers {', '.join(s['speakers'])}")

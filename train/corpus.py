@@ -31,6 +31,8 @@ class Source:
     path: Path
     speaker: str
     licence: str
+    text: str | None = None  # transcript, where a .txt sits next to the audio
+    phonemes: str | None = None  # espeak-ng phonemes, where a .phn sits next to the audio
 
 
 def decode_g722(path: Path) -> np.ndarray:
@@ -58,12 +60,27 @@ def asterisk_sources(voices: tuple[str, ...]) -> list[Source]:
     return out
 
 
+def _side_text(audio: Path, suffix: str) -> str | None:
+    side = audio.with_suffix(suffix)
+    return side.read_text(encoding="utf-8").strip() if side.is_file() else None
+
+
 def folder_sources(root: Path) -> list[Source]:
-    """Any folder of WAV/FLAC/OGG; the speaker is the first sub-folder name (LibriTTS style)."""
+    """Any folder of WAV/FLAC/OGG; the speaker is the first sub-folder name (LibriTTS style).
+
+    Transcripts (`.txt`) and phonemes (`.phn`) next to a file go into the manifest, and a
+    `synth.json` from `gacflow-train synth` supplies the licence.
+    """
+    root = Path(root)
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise ConfigError(f"{root}: no WAV/FLAC/OGG files found")
+    licence = "user-provided"
+    if (root / "synth.json").is_file():
+        licence = json.loads((root / "synth.json").read_text()).get("licence", licence)
     return [
         Source(p, p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else "x",
-               "user-provided")
+               licence, _side_text(p, ".txt"), _side_text(p, ".phn"))
         for p in files
     ]
 
@@ -89,8 +106,10 @@ def build(out: Path, splits: dict[str, list[Source]], seed: int = 0) -> dict:
                 skipped += 1
                 continue
             pcm = (np.clip(wav, -1, 1) * 32767).astype(np.int16)
-            entries.append({"path": str(s.path), "speaker": s.speaker, "licence": s.licence,
-                            "offset": int(sum(len(p) for p in pieces)), "samples": len(pcm)})
+            entry = {"path": str(s.path), "speaker": s.speaker, "licence": s.licence,
+                     "offset": int(sum(len(p) for p in pieces)), "samples": len(pcm)}
+            entry.update({k: v for k, v in (("text", s.text), ("phonemes", s.phonemes)) if v})
+            entries.append(entry)
             pieces.append(pcm)
         audio = np.concatenate(pieces) if pieces else np.zeros(0, np.int16)
         np.save(out / f"{split}.npy", audio)
@@ -104,8 +123,12 @@ def build(out: Path, splits: dict[str, list[Source]], seed: int = 0) -> dict:
     return manifest
 
 
-def default_splits(extra: list[Path] | None = None) -> dict[str, list[Source]]:
+def default_splits(extra: list[Path] | None = None,
+                   valid_extra: list[Path] | None = None) -> dict[str, list[Source]]:
+    """Recorded voices (three to train, one held out), plus folders for either split."""
     splits = {"train": asterisk_sources(TRAIN_VOICES), "valid": asterisk_sources(VALID_VOICES)}
     for root in extra or []:
         splits["train"] += folder_sources(root)
+    for root in valid_extra or []:
+        splits["valid"] += folder_sources(root)
     return splits
