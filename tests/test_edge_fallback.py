@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from broker import free_port
-from test_edge_mqtt import Collector
+from test_edge_mqtt import Collector, read_log
 
 from gacflow.audio import write_wav
-from gacflow.bitstream import decode_packet, read_packet
+from gacflow.bitstream import decode_packet
 from gacflow.bundle import Bundle
 from gacflow.cloud.embedded_broker import EmbeddedBroker
 from gacflow.cloud.loadgen import Publisher, packetize
@@ -169,15 +169,6 @@ def run_agent(tmp: Path, url: str, bundle: Path, wav: Path, *extra: str,
     ]
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def read_log(path: Path) -> list[bytes]:
-    data, out, pos = path.read_bytes(), [], 0
-    while pos < len(data):
-        _, end = read_packet(data, pos)
-        out.append(data[pos:end])
-        pos = end
-    return out
 
 
 def connected_protocols(stdout: str) -> list[str]:
