@@ -1,6 +1,6 @@
 """Batched streaming decoding: pending frames of many streams go through one forward pass.
 
-The decoder is non-causal with a receptive field of about +-10 token frames. A live
+The decoder is non-causal (small: +-10 token frames, deeper sizes more). A live
 stream is decoded in windows that carry `context` frames of real tokens on each side;
 only the settled middle is emitted, so the audio of a frame is final as soon as
 `context` frames after it have arrived, and the concatenated output equals a decode of
@@ -28,7 +28,7 @@ from gacflow.spec import FRAME_RATE, FRAME_SAMPLES
 
 from .streams import Session
 
-CONTEXT = 12  # frames of context each side: > the decoder's receptive field (~10)
+CONTEXT_MARGIN = 2  # frames of context beyond the decoder's receptive field
 MIN_STEP = FRAME_RATE  # emit live audio in steps of at least 1 s
 MAX_WINDOW = 20 * FRAME_RATE  # longer spans are split, bounding memory per window
 
@@ -61,9 +61,11 @@ class DecodeStats:
 class DecoderService:
     """Plans windows for sessions and runs them batched on the codec's decoder."""
 
-    def __init__(self, codec, context: int = CONTEXT, min_step: int = MIN_STEP,
+    def __init__(self, codec, context: int | None = None, min_step: int = MIN_STEP,
                  max_window: int = MAX_WINDOW, max_batch: int = 64) -> None:
         self.codec = codec
+        if context is None:
+            context = codec.decoder.cfg.receptive_frames + CONTEXT_MARGIN
         self.context = context
         self.min_step = min_step
         self.max_window = max_window

@@ -14,11 +14,18 @@ from gacflow.tokens import Tokens
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def codec():
+def _sizes() -> list[str]:
+    from gacflow.bundle import Bundle
+
+    return sorted(Bundle.load().model_config["decoders"])
+
+
+@pytest.fixture(scope="module", params=_sizes())
+def codec(request):
+    """Every decoder size the shipped bundle holds (deeper ones need more context)."""
     from gacflow.model import Codec
 
-    return Codec.from_bundle()
+    return Codec.from_bundle(decoder=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +35,30 @@ def token_sets(codec, speech):
     dtx = ids[:180].copy()
     dtx[60:90] = SILENT
     return [(ids[:225], "275"), (dtx, "275"), (ids[:130] >> 4, "175")]
+
+
+@pytest.mark.parametrize("blocks", [(2, 6), (4, 12), (1, 1)])
+def test_receptive_frames_bounds_what_a_token_changes(blocks):
+    """Changing one token frame changes audio only within receptive_frames on each side."""
+    from gacflow.model.decoder import Decoder, DecoderConfig
+
+    torch.manual_seed(0)
+    cfg = DecoderConfig(dim=32, blocks_low=blocks[0], blocks_high=blocks[1])
+    dec = Decoder(cfg, 5).eval()
+    for name, p in dec.named_parameters():
+        if name.endswith(".scale"):
+            p.data.fill_(1.0)  # make every block matter, as after training
+    t, at = 80, 40
+    codes = torch.rand(1, t, 5) * 2 - 1
+    flags = torch.ones(1, t)
+    other = codes.clone()
+    other[0, at] = -other[0, at]
+    with torch.no_grad():
+        diff = (dec(codes, flags) - dec(other, flags)).abs().reshape(t, 640).amax(dim=1)
+    changed = torch.nonzero(diff > 0).flatten()
+    rf = cfg.receptive_frames
+    assert changed.min() >= at - rf and changed.max() <= at + rf
+    assert changed.max() >= at + rf - 2  # the bound is tight, not just safe
 
 
 def test_streamed_batched_output_matches_whole_stream_decode(codec, token_sets):

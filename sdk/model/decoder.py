@@ -9,6 +9,7 @@ tokens. The enhancement dims of the 275 mode are zeroed and flagged when absent 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,21 @@ class DecoderConfig:
     kernel: int = 7
     mlp: int = 3
     n_fft: int = 640
+
+    @property
+    def receptive_frames(self) -> int:
+        """Token frames on each side whose tokens can change a frame's audio.
+
+        A live receiver must wait this many frames past a frame (and decode windows with
+        this much context) before that frame's audio is final: it grows with depth.
+        """
+        low = self.blocks_low * (LOW_KERNEL // 2)
+        # high blocks + the iSTFT's overlapping frames (n_fft / 2 on each side), in mel frames
+        high = self.blocks_high * (self.kernel // 2) + self.n_fft // (2 * HOP) + 1
+        return low + math.ceil(high / MELS_PER_TOKEN)
+
+
+LOW_KERNEL = 5  # depthwise kernel of the token-rate blocks
 
 
 class ConvNeXtBlock(nn.Module):
@@ -49,7 +65,7 @@ class Decoder(nn.Module):
         self.cfg = cfg
         self.inp = nn.Linear(code_dims + 1, cfg.dim)
         self.low = nn.Sequential(
-            *(ConvNeXtBlock(cfg.dim, 5, cfg.mlp) for _ in range(cfg.blocks_low))
+            *(ConvNeXtBlock(cfg.dim, LOW_KERNEL, cfg.mlp) for _ in range(cfg.blocks_low))
         )
         self.up = nn.ConvTranspose1d(cfg.dim, cfg.dim, MELS_PER_TOKEN, stride=MELS_PER_TOKEN)
         self.high = nn.Sequential(
