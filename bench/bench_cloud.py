@@ -1,6 +1,7 @@
 """Receiver benchmarks: decode real-time factor vs concurrent streams, end-to-end latency.
 
-    python bench/bench_cloud.py [--streams 1,8,64] [--seconds 10] [--threads 1]
+    python bench/bench_cloud.py [--streams 1,8,64] [--gpu-streams 1,64,...,2048]
+                                [--decoders small,large] [--seconds 10] [--threads 1]
 
 1. RTF: N live streams each deliver a 1 s packet per round; the decoder service decodes
    every stream's settled window in one batched pass per round (what the receiver does).
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from gacflow.audio import read_audio  # noqa: E402
 from gacflow.bitstream import decode_packet  # noqa: E402
+from gacflow.bundle import Bundle  # noqa: E402
 from gacflow.cloud.decoder_service import DecoderService  # noqa: E402
 from gacflow.cloud.loadgen import packetize  # noqa: E402
 from gacflow.cloud.streams import StreamTable  # noqa: E402
@@ -124,7 +126,10 @@ def bench_latency(codec: Codec, ids: np.ndarray, seconds: float) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--streams", default="1,8,64")
+    ap.add_argument("--streams", default="1,8,64", help="concurrent streams on the CPU")
+    ap.add_argument("--gpu-streams", default="1,64,256,512,1024,2048",
+                    help="concurrent streams on a CUDA device, when there is one")
+    ap.add_argument("--decoders", default=None, help="decoder sizes (default: all in bundle)")
     ap.add_argument("--seconds", type=float, default=10.0, help="audio per stream")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--latency-seconds", type=float, default=12.0)
@@ -132,35 +137,43 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     wav = read_audio(SAMPLE)
-    cpu = Codec.from_bundle(device="cpu")
-    ids = cpu.encode(wav).ids
+    base = Codec.from_bundle(device="cpu")
+    ids = base.encode(wav).ids
+    sizes = (args.decoders.split(",") if args.decoders
+             else list(Bundle.load().model_config["decoders"]))
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    rows = []
-    for dev in devices:
-        codec = cpu if dev == "cpu" else Codec.from_bundle(device=dev)
-        bench_rtf(codec, ids, 1, 3.0)  # warm-up
-        for n in (int(x) for x in args.streams.split(",")):
-            r = bench_rtf(codec, ids, n, args.seconds)
-            rows.append(r)
-            print(f"{dev} {n} streams: RTF {r['rtf']:.4f}", file=sys.stderr)
-    lat = bench_latency(cpu, ids, args.latency_seconds)
+    rows, lats, contexts = [], {}, {}
+    for size in sizes:
+        for dev in devices:
+            codec = Codec.from_bundle(device=dev, decoder=size)
+            contexts[size] = DecoderService(codec).context
+            bench_rtf(codec, ids, 1, 3.0)  # warm-up
+            counts = args.streams if dev == "cpu" else args.gpu_streams
+            for n in (int(x) for x in counts.split(",")):
+                r = bench_rtf(codec, ids, n, args.seconds)
+                r["decoder"] = size
+                rows.append(r)
+                print(f"{size} {dev} {n} streams: RTF {r['rtf']:.4f}", file=sys.stderr)
+        lats[size] = bench_latency(Codec.from_bundle(device="cpu", decoder=size), ids,
+                                   args.latency_seconds)
 
     cpu_name = platform.processor() or platform.machine()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none available"
+    ctx = ", ".join(f"{k} {v}" for k, v in contexts.items())
     lines = [
         "# Cloud receiver benchmark",
         "",
-        f"Codec {cpu.codec_id}, decoder `small`; CPU {cpu_name} with {args.threads} torch "
+        f"Codec {base.codec_id}; CPU {cpu_name} with {args.threads} torch "
         f"thread(s) (machine shared with other jobs); CUDA: {gpu}. "
         f"{args.seconds:.0f} s of speech per stream, 1 s packets, windows of "
-        "1 s + 2 x 12 frames of context, every stream's window batched in one forward pass.",
+        f"1 s + 2 x context frames ({ctx}), every stream's window batched in one forward pass.",
         "",
-        "| device | streams | audio (s) | decode compute (s) | RTF per stream "
+        "| decoder | device | streams | audio (s) | decode compute (s) | RTF per stream "
         "| load (RTF x streams) | worst round (s) | batches |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['device']} | {r['streams']} | {r['audio_s']:.0f} | "
+        lines.append(f"| {r['decoder']} | {r['device']} | {r['streams']} | {r['audio_s']:.0f} | "
                      f"{r['compute_s']:.2f} | {r['rtf']:.4f} | {r['rtf'] * r['streams']:.2f} | "
                      f"{r['worst_round_s']:.3f} | "
                      f"{r['batches']} |")
@@ -169,19 +182,23 @@ def main() -> int:
         "RTF per stream = decode compute / audio produced. Load = compute per second of wall",
         "time with all streams live: below 1 the receiver keeps up on this many threads (a",
         "round must also finish within its 1 s of audio: `worst round`). Each window carries",
-        "2 x 12 frames of context around 25 new frames, so live decoding costs ~2x a",
+        "the context on both sides of 25 new frames, so live decoding costs ~2x a",
         "whole-file decode; batching helps GPUs, on a CPU it is compute-bound either way.",
         "Goal: CPU single-stream RTF <= 0.5.",
         "",
-        f"End-to-end latency, real mosquitto, 1 s batching, {lat['frames']} frames "
+        "End-to-end latency, real mosquitto, 1 s batching "
         "(frame fully captured -> its audio in the WAV):",
         "",
-        "| mean (s) | p50 (s) | p95 (s) | max (s) |",
-        "|---:|---:|---:|---:|",
-        f"| {lat['mean']:.2f} | {lat['p50']:.2f} | {lat['p95']:.2f} | {lat['max']:.2f} |",
+        "| decoder | frames | mean (s) | p50 (s) | p95 (s) | max (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for size, lat in lats.items():
+        lines.append(f"| {size} | {lat['frames']} | {lat['mean']:.2f} | {lat['p50']:.2f} | "
+                     f"{lat['p95']:.2f} | {lat['max']:.2f} |")
+    lines += [
         "",
         "Latency is dominated by batching (a frame waits for the rest of its 1 s packet) and",
-        "by the decoder's right context (12 frames = 0.48 s of later audio must arrive, i.e.",
+        "by the decoder's right context (that many frames of later audio must arrive, i.e.",
         "the next packet); decode itself takes milliseconds.",
     ]
     text = "\n".join(lines) + "\n"
@@ -196,9 +213,11 @@ def main() -> int:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        for dev in devices:
-            rs = [r for r in rows if r["device"] == dev]
-            ax.plot([r["streams"] for r in rs], [r["rtf"] for r in rs], "o-", label=dev)
+        for size in sizes:
+            for dev in devices:
+                rs = [r for r in rows if r["device"] == dev and r["decoder"] == size]
+                ax.plot([r["streams"] for r in rs], [r["rtf"] for r in rs], "o-",
+                        label=f"{size} ({dev})")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent streams")
         ax.set_ylabel("RTF per stream")
