@@ -153,3 +153,44 @@ def test_corpus_folders_carry_transcripts_phonemes_and_licence(tmp_path: Path,
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no WAV"):
         folder_sources(tmp_path / "empty")
+
+
+def test_phoneme_ctc_trains_from_the_codes_and_validates(tmp_path: Path,
+                                                         speech: np.ndarray) -> None:
+    """With ctc_weight set, every step adds a phoneme CTC loss read from the quantized
+    codes of whole utterances that have .phn files; it falls, and held-out utterances
+    get a validation CTC. Without any phonemes in the corpus it is one clear error."""
+    import json
+
+    from gacflow.train.corpus import build, folder_sources
+    from gacflow.train.ctc import VOCAB, phoneme_ids
+
+    assert phoneme_ids("h@l'oU w'3:ld") == phoneme_ids("h@loUw3:ld")
+    assert all(0 < i < VOCAB for i in phoneme_ids("D@ kw'Ik br'aUn f'0ks"))
+    synth = tmp_path / "synth"
+    for voice, cut in (("a", 0), ("b", 3)):
+        (synth / voice).mkdir(parents=True)
+        for k, phn in enumerate(("h@l'oU w'3:ld", "s'Ev@n t'u: n'aIn", "kw'Ik br'aUn")):
+            lo = (cut + 2 * k) * 8000
+            sf.write(synth / voice / f"{k}.wav", speech[lo : lo + 24000], 16000)
+            (synth / voice / f"{k}.phn").write_text(phn)
+    build(tmp_path / "corpus", {"train": folder_sources(synth), "valid": folder_sources(synth)})
+    base = ('steps = 30\nbatch = 2\nsegment_frames = 8\nvalid_every = 30\nwarmup = 1\n'
+            'lr = 3e-3\nthreads = 1\n[encoder]\ndim = 16\nhidden = 16\ndilations = [1, 2]\n'
+            '[decoder]\ndim = 16\nblocks_low = 1\nblocks_high = 1\n')
+    (tmp_path / "ctc.toml").write_text("ctc_weight = 1.0\nctc_batch = 3\n" + base)
+    fit = ["fit", "--data", str(tmp_path / "corpus"), "--config", str(tmp_path / "ctc.toml")]
+    assert train_cli(fit + ["--run", str(tmp_path / "run")]) == 0
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    ctc = [r["ctc"] for r in log if "ctc" in r]
+    assert len(ctc) == 3 and all(np.isfinite(ctc)) and ctc[-1] < ctc[0]
+    assert np.isfinite(log[-1]["valid_ctc"])
+    ck = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)
+    assert any(k.startswith("ctc_head.") for k in ck["model"])  # trained, never bundled
+
+    plain = tmp_path / "plain"
+    (plain / "x").mkdir(parents=True)
+    sf.write(plain / "x" / "0.wav", speech[:48000], 16000)
+    build(tmp_path / "corpus2", {"train": folder_sources(plain), "valid": folder_sources(plain)})
+    assert train_cli(["fit", "--data", str(tmp_path / "corpus2"), "--config",
+                      str(tmp_path / "ctc.toml"), "--run", str(tmp_path / "run2")]) == 2

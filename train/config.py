@@ -27,6 +27,8 @@ class TrainConfig:
     adv_weight: float = 1.0
     fm_weight: float = 2.0
     disc_lr: float = 2e-4
+    ctc_weight: float = 0.0  # phoneme CTC from the codes (needs corpus files with phonemes)
+    ctc_batch: int = 4  # whole utterances per step for the CTC loss
     freeze_encoder: bool = False  # train a decoder for an existing encoder's tokens
     init_from: str = ""  # checkpoint file or bundle dir to start from (e.g. to grow a decoder)
     device: str = "auto"  # auto | cpu | cuda

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gacflow.errors import ConfigError
 from gacflow.model.codec import config_dict
 from gacflow.model.decoder import DecoderConfig
 from gacflow.model.encoder import EncoderConfig
@@ -19,6 +20,7 @@ from gacflow.spec import FRAME_SAMPLES, TokenLayout
 from .augment import apply as apply_augment
 from .augment import crop_margin
 from .config import TrainConfig
+from .ctc import PhonemeHead, PhonemeSampler, ctc
 from .losses import mel_l1, multi_resolution_stft
 from .model import CodecModel, init_state, load_checkpoint, load_grown, save_checkpoint
 
@@ -88,6 +90,10 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     sampler = CropSampler(data / "train.npy", cfg.segment_frames, cfg.seed, cfg.augment)
     valid = CropSampler(data / "valid.npy", cfg.segment_frames, 1234).batch(16, augment=False)
     model = build_model(cfg)
+    phonemes = phoneme_sampler(cfg, data, model)
+    valid_phonemes = None  # held-out utterances with phonemes (corpus --valid-extra)
+    if phonemes is not None and len(held := PhonemeSampler(data, "valid", 1234)):
+        valid_phonemes = held
     disc = Discriminators() if cfg.gan_start >= 0 else None
     step = 0
     if ckpt_path.exists():
@@ -136,6 +142,10 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         l_stft = multi_resolution_stft(out, wav)
         loss = cfg.mel_weight * l_mel + cfg.stft_weight * l_stft
         rec = {"step": step + 1, "mel": l_mel.item(), "stft": l_stft.item()}
+        if phonemes is not None:
+            l_ctc = ctc_step(model, phonemes, cfg.ctc_batch, device, amp)
+            loss = loss + cfg.ctc_weight * l_ctc
+            rec["ctc"] = l_ctc.item()
         gan = disc is not None and step >= cfg.gan_start
         if gan:
             real, fake = gan_window(wav, out, cfg.gan_crop_frames, rng)
@@ -158,6 +168,11 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         rec.update(lr=lr_at(step, cfg), elapsed=round(time.time() - t0, 1))
         if step % cfg.valid_every == 0 or step == cfg.steps:
             rec.update(validate(model, valid.to(device)))
+            if valid_phonemes is not None:
+                valid_phonemes.rng = np.random.default_rng(1234)  # same utterances each time
+                with torch.no_grad():
+                    rec["valid_ctc"] = ctc_step(model.eval(), valid_phonemes, 8, device,
+                                                amp).item()
         if step % 10 == 0 or "valid_mel_275" in rec:
             log.write(json.dumps(rec) + "\n")
             log.flush()
@@ -165,6 +180,27 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
             save_checkpoint(ckpt_path, checkpoint_payload(model, opt, step, cfg, disc, opt_d))
     bar.close()
     return ckpt_path
+
+
+def phoneme_sampler(cfg: TrainConfig, data: Path, model: CodecModel) -> PhonemeSampler | None:
+    """The CTC data and head when the config asks for the semantic auxiliary."""
+    if cfg.ctc_weight <= 0:
+        return None
+    sampler = PhonemeSampler(data, "train", cfg.seed + 11)
+    if not len(sampler):
+        raise ConfigError(f"ctc_weight is set but {data}/corpus.json lists no training files "
+                          "with phonemes: add a `gacflow-train synth` folder with --extra")
+    model.ctc_head = PhonemeHead(len(model.layout.all_levels))
+    return sampler
+
+
+def ctc_step(model: CodecModel, sampler: PhonemeSampler, size: int, device: torch.device,
+             amp) -> torch.Tensor:
+    """Phoneme CTC loss of a batch of whole utterances, read from their quantized codes."""
+    wav, frames, labels = sampler.batch(size)
+    with amp:
+        log_probs = model.ctc_head(model.codes(wav.to(device)))
+    return ctc(log_probs.cpu(), frames, labels)
 
 
 def gan_window(real: torch.Tensor, fake: torch.Tensor, frames: int,

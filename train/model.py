@@ -24,10 +24,13 @@ class CodecModel(nn.Module):
         self.encoder = Encoder(enc_cfg, layout.all_levels)
         self.decoder = Decoder(dec_cfg, len(layout.all_levels))
 
+    def codes(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav [B, N] -> quantized codes [B, T, D] (straight-through), as the tokens carry."""
+        return quantize_ste(self.encoder(self.mel(wav)), self.encoder.levels)
+
     def forward(self, wav: torch.Tensor, enh_present: torch.Tensor) -> torch.Tensor:
         """wav [B, N] -> reconstruction [B, N]; enh_present [B] selects 275 (1) or 175 (0)."""
-        u = self.encoder(self.mel(wav))
-        codes = quantize_ste(u, self.encoder.levels)
+        codes = self.codes(wav)
         n_base = len(self.layout.base_levels)
         keep = torch.ones_like(codes)
         keep[..., n_base:] = enh_present[:, None, None]
