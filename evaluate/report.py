@@ -96,6 +96,9 @@ def write_records(records: list[Record], out: Path, metrics: list[Metric]) -> No
     (out / "clips.json").write_text(json.dumps(rows, indent=1, allow_nan=False) + "\n")
 
 
+OUR_COLORS = ["darkred", "tab:orange", "tab:purple", "tab:green"]
+
+
 def plot(summaries: list[Summary], path: Path, title: str = "") -> bool:
     """Log-x bit/s against STOI and DistillMOS; False when matplotlib is missing."""
     try:
@@ -115,12 +118,21 @@ def plot(summaries: list[Summary], path: Path, title: str = "") -> bool:
             ax.text(0.01, s.means[key], " uncoded reference", transform=ax.get_yaxis_transform(),
                     va="bottom", fontsize=7, color="gray")
         pts = [s for s in pts if not s.system.startswith("reference")]
-        for i, s in enumerate(sorted(pts, key=lambda s: s.bps)):
-            ours = s.system.startswith("gacflow")
-            ax.scatter(s.bps, s.means[key], marker="o" if ours else "s",
-                       color="tab:red" if ours else "tab:blue", zorder=3)
+        ours = [s for s in pts if s.system.startswith("gacflow")]
+        decoders = sorted({s.system.partition("(")[2] for s in ours})
+        for s in ours:
+            # our rows share bit/s (decoder sizes, same tokens): a legend, not labels;
+            # colour = decoder, marker = operating point
+            color = OUR_COLORS[decoders.index(s.system.partition("(")[2]) % len(OUR_COLORS)]
+            ax.scatter(s.bps, s.means[key], marker="^" if "175" in s.system else "o",
+                       color=color, zorder=3, label=s.system)
+        anchors = sorted((s for s in pts if s not in ours), key=lambda s: s.bps)
+        for i, s in enumerate(anchors):
+            ax.scatter(s.bps, s.means[key], marker="s", color="tab:blue", zorder=3)
             ax.annotate(s.system, (s.bps, s.means[key]), textcoords="offset points",
                         xytext=(4, 5 if i % 2 else -11), fontsize=7)  # alternate: no overlap
+        if ours:
+            ax.legend(fontsize=7, loc="lower right")
         ax.set_xscale("log")
         ticks = [100, 200, 500, 1000, 2000, 5000, 10000, 20000]
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
