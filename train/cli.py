@@ -19,11 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--valid-extra", nargs="*", type=Path, default=[],
                    help="held-out folders for validation (e.g. a synthetic English set)")
     c.add_argument("--seed", type=int, default=0)
-    s = sub.add_parser("synth", help="synthetic English with text + phonemes (espeak-ng/Kokoro)")
-    s.add_argument("--engine", choices=("espeak", "kokoro"), default="espeak",
-                   help="espeak-ng (robotic, instant) or Kokoro-82M (natural, ~real time)")
+    s = sub.add_parser("synth", help="synthetic English with text + phonemes "
+                                     "(espeak-ng/Kokoro/festival)")
+    s.add_argument("--engine", choices=("espeak", "kokoro", "festival"), default="espeak",
+                   help="espeak-ng (robotic, instant), Kokoro-82M (natural, ~real time) or "
+                        "festival (US female HTS + male diphone)")
     s.add_argument("--out", default=None,
-                   help="output folder (default data/synth-en, or data/synth-en-kokoro)")
+                   help="output folder (default data/synth-en, or data/synth-en-ENGINE)")
     s.add_argument("--count", type=int, default=2000)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1, help="Kokoro inference threads")
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             from .synth import build_synthetic
 
             out = args.out or ("data/synth-en" if args.engine == "espeak"
-                               else "data/synth-en-kokoro")
+                               else f"data/synth-en-{args.engine}")
             m = build_synthetic(Path(out), args.count, args.seed, args.engine,
                                 threads=args.threads)
             print(f"{len(m['items'])} utterances in {out}")

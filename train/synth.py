@@ -8,6 +8,8 @@ folder works both as training data and as an eval set with transcripts:
   the speaker range that three recorded voices cannot give.
 - `kokoro` (`synth_kokoro.py`): natural-sounding neural TTS (Kokoro-82M, int8 ONNX), about
   real time on CPU; the eval set for a meaningful ASR word error rate.
+- `festival` (`synth_festival.py`): Debian's festival with a female HTS and a male diphone
+  US voice, at random speaking rates.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from gacflow.audio import resample, write_wav
 from gacflow.errors import ConfigError
 from gacflow.spec import SAMPLE_RATE
 
-ENGINES = ("espeak", "kokoro")
+ENGINES = ("espeak", "kokoro", "festival")
 FORTUNES = Path("/usr/share/games/fortunes")
 VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp")
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m7", "f1", "f2", "f3", "f4")
@@ -120,7 +122,7 @@ class EspeakEngine:
 
 
 def make_engine(name: str, threads: int = 1) -> Engine:
-    """`espeak` or `kokoro` (the latter fails with ConfigError when not installed)."""
+    """`espeak`, `kokoro` or `festival` (ConfigError saying what to install when missing)."""
     if name == "espeak":
         espeak()
         return EspeakEngine()
@@ -128,6 +130,10 @@ def make_engine(name: str, threads: int = 1) -> Engine:
         from .synth_kokoro import KokoroEngine
 
         return KokoroEngine(threads=threads)
+    if name == "festival":
+        from .synth_festival import FestivalEngine
+
+        return FestivalEngine()
     raise ConfigError(f"unknown synthesizer {name!r} (choose from {', '.join(ENGINES)})")
 
 
