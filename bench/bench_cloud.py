@@ -137,25 +137,25 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     wav = read_audio(SAMPLE)
-    base = Codec.from_bundle(device="cpu")
-    ids = base.encode(wav).ids
-    sizes = (args.decoders.split(",") if args.decoders
-             else list(Bundle.load().model_config["decoders"]))
+    model = Bundle.load().model_config
+    sizes = args.decoders.split(",") if args.decoders else list(model["decoders"])
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    rows, lats, contexts = [], {}, {}
-    for size in sizes:
-        for dev in devices:
-            codec = Codec.from_bundle(device=dev, decoder=size)
-            contexts[size] = DecoderService(codec).context
-            bench_rtf(codec, ids, 1, 3.0)  # warm-up
-            counts = args.streams if dev == "cpu" else args.gpu_streams
-            for n in (int(x) for x in counts.split(",")):
-                r = bench_rtf(codec, ids, n, args.seconds)
-                r["decoder"] = size
-                rows.append(r)
-                print(f"{size} {dev} {n} streams: RTF {r['rtf']:.4f}", file=sys.stderr)
-        lats[size] = bench_latency(Codec.from_bundle(device="cpu", decoder=size), ids,
-                                   args.latency_seconds)
+    codecs = {(size, dev): Codec.from_bundle(device=dev, decoder=size)
+              for size in sizes for dev in devices}
+    base = codecs[(sizes[0], "cpu")]  # every size reads the same tokens
+    ids = base.encode(wav).ids
+    rows = []
+    for (size, dev), codec in codecs.items():
+        bench_rtf(codec, ids, 1, 3.0)  # warm-up
+        counts = args.streams if dev == "cpu" else args.gpu_streams
+        for n in (int(x) for x in counts.split(",")):
+            r = bench_rtf(codec, ids, n, args.seconds)
+            r["decoder"] = size
+            rows.append(r)
+            print(f"{size} {dev} {n} streams: RTF {r['rtf']:.4f}", file=sys.stderr)
+    lats = {size: bench_latency(codecs[(size, "cpu")], ids, args.latency_seconds)
+            for size in sizes}
+    contexts = {size: DecoderService(codecs[(size, "cpu")]).context for size in sizes}
 
     cpu_name = platform.processor() or platform.machine()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none available"

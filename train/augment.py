@@ -22,9 +22,9 @@ REVERB_WET = (0.1, 0.5)
 APPLY_PROB = 0.5  # noise and reverb hit half the crops, so clean speech stays in the mix
 
 
-def crop_margin(names: tuple[str, ...]) -> float:
-    """How much longer a raw crop must be so that speed-up still fills the target length."""
-    return SPEED_RANGE[1] if "speed" in names else 1.0
+def raw_length(names: tuple[str, ...], n: int) -> int:
+    """Samples a raw crop needs so that `apply` can still return n after a speed-up."""
+    return int(np.ceil(n * SPEED_RANGE[1])) + 1 if "speed" in names else n
 
 
 def gain(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from gacflow.errors import GacflowError
 
+from .synth import ENGINES
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="gacflow-train", description=__doc__)
@@ -21,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--seed", type=int, default=0)
     s = sub.add_parser("synth", help="synthetic English with text + phonemes "
                                      "(espeak-ng/Kokoro/festival)")
-    s.add_argument("--engine", choices=("espeak", "kokoro", "festival"), default="espeak",
+    s.add_argument("--engine", choices=ENGINES, default="espeak",
                    help="espeak-ng (robotic, instant), Kokoro-82M (natural, ~real time) or "
                         "festival (US female HTS + male diphone)")
     s.add_argument("--out", default=None,

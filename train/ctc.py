@@ -26,12 +26,12 @@ IGNORED = set("',_ \t\n")  # stress marks, pauses, word breaks
 SYMBOLS = [chr(c) for c in range(33, 127) if chr(c) not in IGNORED]
 BLANK = 0
 VOCAB = len(SYMBOLS) + 1  # + the CTC blank
+_INDEX = {s: i + 1 for i, s in enumerate(SYMBOLS)}
 
 
 def phoneme_ids(phonemes: str) -> list[int]:
     """espeak-ng `-x` phonemes -> label ids (1..VOCAB-1); unknown characters are skipped."""
-    index = {s: i + 1 for i, s in enumerate(SYMBOLS)}
-    return [index[c] for c in phonemes if c in index]
+    return [_INDEX[c] for c in phonemes if c in _INDEX]
 
 
 class PhonemeHead(nn.Module):

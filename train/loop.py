@@ -18,7 +18,7 @@ from gacflow.model.encoder import EncoderConfig
 from gacflow.spec import FRAME_SAMPLES, TokenLayout
 
 from .augment import apply as apply_augment
-from .augment import crop_margin
+from .augment import raw_length
 from .config import TrainConfig
 from .ctc import PhonemeHead, PhonemeSampler, ctc
 from .losses import mel_l1, multi_resolution_stft
@@ -33,7 +33,7 @@ class CropSampler:
         self.audio = np.load(shard, mmap_mode="r")
         self.n = frames * FRAME_SAMPLES
         self.augment = augment
-        self.raw = int(np.ceil(self.n * crop_margin(augment))) + ("speed" in augment)
+        self.raw = raw_length(augment, self.n)
         if len(self.audio) <= self.raw:
             raise ValueError(f"{shard}: too little audio for {frames}-frame crops")
         self.rng = np.random.default_rng(seed)
