@@ -95,7 +95,7 @@ def build(out: Path, splits: dict[str, list[Source]], seed: int = 0) -> dict:
         rng = random.Random(seed)
         sources = list(sources)
         rng.shuffle(sources)
-        pieces, entries, skipped = [], [], 0
+        pieces, entries, skipped, offset = [], [], 0, 0
         for s in tqdm(sources, desc=f"corpus {split}", unit="file"):
             try:
                 wav = load_any(s.path)
@@ -107,10 +107,11 @@ def build(out: Path, splits: dict[str, list[Source]], seed: int = 0) -> dict:
                 continue
             pcm = (np.clip(wav, -1, 1) * 32767).astype(np.int16)
             entry = {"path": str(s.path), "speaker": s.speaker, "licence": s.licence,
-                     "offset": int(sum(len(p) for p in pieces)), "samples": len(pcm)}
+                     "offset": offset, "samples": len(pcm)}
             entry.update({k: v for k, v in (("text", s.text), ("phonemes", s.phonemes)) if v})
             entries.append(entry)
             pieces.append(pcm)
+            offset += len(pcm)
         audio = np.concatenate(pieces) if pieces else np.zeros(0, np.int16)
         np.save(out / f"{split}.npy", audio)
         manifest["splits"][split] = {
