@@ -40,8 +40,24 @@ def load_clips(spec: str, max_files: int | None = None, min_seconds: float = 1.0
     else:
         clips = folder_clips(Path(spec), max_files, min_seconds)
     if not clips:
-        raise ConfigError(f"no usable clips (>= {min_seconds} s) in {spec}")
+        raise ConfigError(f"no usable clips (>= {min_seconds} s) in {spec}{_why_none(spec)}")
     return clips
+
+
+def _why_none(spec: str) -> str:
+    """For a folder with no usable clip: what was there, so the user knows what to fix."""
+    root = Path(spec)
+    if spec.startswith(CORPUS_PREFIX) or not root.is_dir():
+        return ""
+    files = [p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES]
+    unreadable = 0
+    for path in files:
+        try:
+            read_audio(path)
+        except AudioError:
+            unreadable += 1
+    return (f" ({len(files)} WAV/FLAC files: {unreadable} unreadable, "
+            f"{len(files) - unreadable} too short; --min-seconds sets the limit)")
 
 
 def folder_clips(root: Path, max_files: int | None, min_seconds: float) -> list[Clip]:

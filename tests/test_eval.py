@@ -98,3 +98,14 @@ def test_user_errors_are_one_line(tmp_path, capsys, clips_dir):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(e.startswith("gacflow eval: error:") for e in err)
     assert main([]) == 2  # argparse usage error: reported, not raised as SystemExit
+
+
+def test_folder_without_usable_clips_says_what_it_found(tmp_path, capsys, speech):
+    import soundfile as sf
+
+    sf.write(tmp_path / "short.wav", speech[:8000], 16000)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF1234WAVEjunk")
+    assert main(["--data", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "2 WAV/FLAC files: 1 unreadable, 1 too short" in err
