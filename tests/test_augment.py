@@ -19,8 +19,8 @@ def test_sampler_crops_are_reproducible_and_the_right_length(tmp_path: Path,
                                                              speech: np.ndarray) -> None:
     shard = tmp_path / "train.npy"
     np.save(shard, (speech * 32767).astype(np.int16))
-    names = augment.check(["noise", "gain", "speed", "reverb"])
-    assert names == ("speed", "reverb", "noise", "gain")
+    names = augment.check(["noise", "gain", "pitch", "speed", "reverb"])
+    assert names == ("speed", "pitch", "reverb", "noise", "gain")
     a = CropSampler(shard, 10, seed=3, augment=names).batch(6)
     b = CropSampler(shard, 10, seed=3, augment=names).batch(6)
     assert a.shape == (6, 6400) and torch.equal(a, b)
@@ -44,6 +44,27 @@ def test_noise_lands_in_the_snr_range_and_speed_moves_pitch() -> None:
         moved = augment.speed(tone[:1].astype(np.float32), np.random.default_rng(seed), 8000)[0]
         peak_hz = np.argmax(np.abs(np.fft.rfft(moved))) * 16000 / 8000
         assert abs(peak_hz - 200 * factor) <= 2.0
+
+
+@pytest.mark.parametrize("semitones", [-3.0, -1.0, 2.0, 3.0])
+def test_pitch_shift_moves_a_tone_and_keeps_length_and_level(semitones: float) -> None:
+    t = np.arange(25600) / 16000
+    tone = (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)
+    shifted = augment.shift_pitch(tone, semitones)
+    assert shifted.shape == tone.shape
+    middle = shifted[2000:-2000]
+    peak_hz = np.argmax(np.abs(np.fft.rfft(middle * np.hanning(len(middle))))) * 16000 / len(
+        middle)
+    assert abs(peak_hz - 200 * 2 ** (semitones / 12)) <= 2.0
+    rms = np.sqrt(np.mean(middle**2))
+    assert 0.8 < rms / np.sqrt(np.mean(tone**2)) < 1.2
+
+
+def test_pitch_augmentation_touches_about_half_the_crops() -> None:
+    x = np.random.default_rng(1).uniform(-0.3, 0.3, (40, 6400)).astype(np.float32)
+    out = augment.pitch(x, np.random.default_rng(5))
+    changed = sum(not np.allclose(a, b) for a, b in zip(out, x, strict=True))
+    assert out.shape == x.shape and 5 < changed < 35
 
 
 def test_reverb_keeps_length_and_adds_a_tail() -> None:

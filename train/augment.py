@@ -19,6 +19,8 @@ SPEED_RANGE = (0.9, 1.1)  # Kaldi-style speed perturbation: tempo, pitch and for
 NOISE_SNR_DB = (10.0, 40.0)
 REVERB_RT60_S = (0.15, 0.6)
 REVERB_WET = (0.1, 0.5)
+PITCH_SEMITONES = (-3.0, 3.0)  # formant-shifting pitch change at constant tempo
+PV_FFT, PV_HOP = 512, 128  # phase vocoder: 32 ms frames, 8 ms synthesis hop
 APPLY_PROB = 0.5  # noise and reverb hit half the crops, so clean speech stays in the mix
 
 
@@ -42,6 +44,47 @@ def speed(x: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
         pos = np.arange(n) * factor
         out[i] = np.interp(pos, np.arange(len(row)), row)
     return out
+
+
+def stretch_time(row: np.ndarray, rate: float) -> np.ndarray:
+    """Phase-vocoder time stretch: about len(row) * rate samples, pitch unchanged."""
+    win = np.hanning(PV_FFT).astype(np.float64)
+    padded = np.concatenate([np.zeros(PV_FFT), row.astype(np.float64), np.zeros(PV_FFT)])
+    starts = np.round(np.arange(0, len(padded) - PV_FFT, PV_HOP / rate)).astype(int)
+    frames = np.stack([padded[s: s + PV_FFT] for s in starts]) * win
+    spec = np.fft.rfft(frames, axis=1)
+    bins = 2 * np.pi * np.arange(spec.shape[1]) / PV_FFT  # radians per sample per bin
+    hops = np.diff(starts)[:, None]
+    deviation = np.angle(spec[1:]) - np.angle(spec[:-1]) - bins * hops
+    deviation = (deviation + np.pi) % (2 * np.pi) - np.pi
+    true_freq = bins + deviation / hops
+    phase = np.concatenate([np.angle(spec[:1]), true_freq * PV_HOP]).cumsum(axis=0)
+    out_frames = np.fft.irfft(np.abs(spec) * np.exp(1j * phase), PV_FFT, axis=1) * win
+    out = np.zeros(PV_HOP * (len(starts) - 1) + PV_FFT)
+    norm = np.zeros_like(out)
+    for i, frame in enumerate(out_frames):
+        out[i * PV_HOP: i * PV_HOP + PV_FFT] += frame
+        norm[i * PV_HOP: i * PV_HOP + PV_FFT] += win**2
+    out /= np.maximum(norm, 1e-3)
+    lead = int(round(PV_FFT * rate))
+    return out[lead: lead + int(round(len(row) * rate))]
+
+
+def shift_pitch(row: np.ndarray, semitones: float) -> np.ndarray:
+    """Pitch (and formants) up or down at the same tempo and length: stretch, then resample."""
+    ratio = 2.0 ** (semitones / 12.0)
+    stretched = stretch_time(row, ratio)
+    pos = np.arange(len(row)) * ratio
+    return np.interp(pos, np.arange(len(stretched)), stretched).astype(np.float32)
+
+
+def pitch(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Shift half the crops by up to +-3 semitones: voices higher and lower than the corpus."""
+    out = x.copy()
+    for i, row in enumerate(x):
+        if rng.random() < APPLY_PROB:
+            out[i] = shift_pitch(row, rng.uniform(*PITCH_SEMITONES))
+    return np.clip(out, -1, 1)
 
 
 def noise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -81,9 +124,9 @@ def reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 AUGMENTATIONS: dict[str, Callable[..., np.ndarray]] = {
-    "gain": gain, "speed": speed, "noise": noise, "reverb": reverb,
+    "gain": gain, "speed": speed, "pitch": pitch, "noise": noise, "reverb": reverb,
 }
-ORDER = ("speed", "reverb", "noise", "gain")  # room before noise floor, level last
+ORDER = ("speed", "pitch", "reverb", "noise", "gain")  # voice, then room, noise floor, level
 
 
 def check(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
