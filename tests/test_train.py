@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,68 @@ def test_corpus_without_the_recorded_voices_says_what_to_install(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "apt-get install asterisk-core-sounds-es-g722" in err[0]
     assert not (tmp_path / "c" / "train.npy").exists()
+
+
+def test_corpus_build_resumes_after_an_interruption(tmp_path: Path, speech: np.ndarray,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed half-way, a rerun decodes only the files not yet in the shard, and the result
+    is byte-identical to an uninterrupted build."""
+    import gacflow.train.corpus as corpus
+
+    src = tmp_path / "wavs"
+    for spk in ("a", "b"):
+        (src / spk).mkdir(parents=True)
+        for k in range(4):
+            sf.write(src / spk / f"{k}.wav", speech[k * 8000: k * 8000 + 16000 + 800 * k], 16000)
+    (src / "a" / "bad.wav").write_bytes(b"RIFF1234WAVEjunk")
+    splits = corpus.default_splits([src], recorded=False)
+    whole = corpus.build(tmp_path / "whole", splits, seed=4)
+
+    real_load, calls = corpus.load_any, []
+
+    def dies_on_the_fifth(path: Path) -> np.ndarray:
+        calls.append(path)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_load(path)
+
+    monkeypatch.setattr(corpus, "load_any", dies_on_the_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        corpus.build(tmp_path / "resumed", splits, seed=4)
+    assert not (tmp_path / "resumed" / "corpus.json").exists()
+    with (tmp_path / "resumed" / "train.partial.pcm").open("ab") as f:
+        f.write(b"\x01\x02\x03")  # audio of a file whose progress line never got written
+    calls.clear()
+    monkeypatch.setattr(corpus, "load_any", lambda path: (calls.append(path), real_load(path))[1])
+    resumed = corpus.build(tmp_path / "resumed", splits, seed=4)
+    assert len(calls) == sum(len(v) for v in splits.values()) - 4
+    assert resumed == whole and resumed["splits"]["train"]["skipped"] == 1
+    for split in ("train", "valid"):
+        a, b = (np.load(tmp_path / d / f"{split}.npy") for d in ("whole", "resumed"))
+        assert np.array_equal(a, b)
+    assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == [
+        "corpus.json", "train.npy", "valid.npy"]
+
+
+def test_corpus_from_user_folders_only_holds_out_a_speaker(tmp_path: Path,
+                                                           speech: np.ndarray) -> None:
+    from gacflow.errors import ConfigError
+
+    src = tmp_path / "libri"
+    for spk in ("19", "26", "32"):
+        (src / spk).mkdir(parents=True)
+        sf.write(src / spk / "u.flac", speech[:16000], 16000)
+    assert train_cli(["corpus", "--no-recorded", "--extra", str(src),
+                      "--out", str(tmp_path / "c")]) == 0
+    m = json.loads((tmp_path / "c" / "corpus.json").read_text())
+    assert m["splits"]["train"]["speakers"] == ["19", "26"]
+    assert m["splits"]["valid"]["speakers"] == ["32"]
+    from gacflow.train.corpus import default_splits
+
+    with pytest.raises(ConfigError, match="--extra"):
+        default_splits([], recorded=False)
+    with pytest.raises(ConfigError, match="validation speaker"):
+        default_splits([src / "19"], recorded=False)
 
 
 def test_corpus_folders_carry_transcripts_phonemes_and_licence(tmp_path: Path,

@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="more folders of WAV/FLAC to add to training")
     c.add_argument("--valid-extra", nargs="*", type=Path, default=[],
                    help="held-out folders for validation (e.g. a synthetic English set)")
+    c.add_argument("--no-recorded", action="store_true",
+                   help="leave out the Asterisk voices: train on --extra folders only "
+                        "(their last speaker is held out unless --valid-extra is given)")
     c.add_argument("--seed", type=int, default=0)
     s = sub.add_parser("synth", help="synthetic English with text + phonemes "
                                      "(espeak-ng/Kokoro/festival)")
@@ -50,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "corpus":
             from .corpus import build, default_splits
 
-            m = build(Path(args.out), default_splits(args.extra, args.valid_extra), args.seed)
+            m = build(Path(args.out), default_splits(args.extra, args.valid_extra,
+                                                   not args.no_recorded), args.seed)
             for split, s in m["splits"].items():
                 print(f"{split}: {s['seconds']} s from {len(s['files'])} files, "
                       f"speakers {', '.join(s['speakers'])}")

@@ -16,6 +16,7 @@ import numpy as np
 
 from gacflow.audio import read_audio
 from gacflow.errors import AudioError, ConfigError
+from gacflow.fileio import atomic_path
 from gacflow.spec import SAMPLE_RATE
 
 ASTERISK_ROOT = Path("/usr/share/asterisk/sounds")
@@ -86,50 +87,125 @@ def folder_sources(root: Path) -> list[Source]:
 
 
 def build(out: Path, splits: dict[str, list[Source]], seed: int = 0) -> dict:
-    """Decode every source, concatenate per split into int16 shards, write corpus.json."""
-    from tqdm import tqdm
+    """Decode every source into one int16 shard per split and write corpus.json.
 
+    Resumable: each split is decoded append-only into `<split>.partial.pcm` with one JSON
+    line per source in `<split>.partial.jsonl`; a rerun with the same sources and seed skips
+    what is already there. Memory stays at one file (LibriTTS-sized folders fit).
+    """
     out.mkdir(parents=True, exist_ok=True)
     manifest: dict = {"seed": seed, "sample_rate": SAMPLE_RATE, "splits": {}}
     for split, sources in splits.items():
-        rng = random.Random(seed)
-        sources = list(sources)
-        rng.shuffle(sources)
-        pieces, entries, skipped, offset = [], [], 0, 0
-        for s in tqdm(sources, desc=f"corpus {split}", unit="file"):
-            try:
-                wav = load_any(s.path)
-            except (AudioError, OSError, ValueError):
-                skipped += 1
-                continue
-            if len(wav) < MIN_SECONDS * SAMPLE_RATE:
-                skipped += 1
-                continue
-            pcm = (np.clip(wav, -1, 1) * 32767).astype(np.int16)
-            entry = {"path": str(s.path), "speaker": s.speaker, "licence": s.licence,
-                     "offset": offset, "samples": len(pcm)}
-            entry.update({k: v for k, v in (("text", s.text), ("phonemes", s.phonemes)) if v})
-            entries.append(entry)
-            pieces.append(pcm)
-            offset += len(pcm)
-        audio = np.concatenate(pieces) if pieces else np.zeros(0, np.int16)
-        np.save(out / f"{split}.npy", audio)
+        order = list(sources)
+        random.Random(seed).shuffle(order)
+        records = _decode_split(out, split, order)
+        entries = [r for r in records if not r.get("skipped")]
+        samples = _finish_shard(out, split, sum(e["samples"] for e in entries))
         manifest["splits"][split] = {
             "files": entries,
-            "skipped": skipped,
-            "seconds": round(len(audio) / SAMPLE_RATE, 1),
+            "skipped": len(records) - len(entries),
+            "seconds": round(samples / SAMPLE_RATE, 1),
             "speakers": sorted({e["speaker"] for e in entries}),
         }
-    (out / "corpus.json").write_text(json.dumps(manifest, indent=1))
+    with atomic_path(out / "corpus.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1))
+    for split in splits:
+        for suffix in (".partial.pcm", ".partial.jsonl"):
+            (out / f"{split}{suffix}").unlink(missing_ok=True)
     return manifest
 
 
-def default_splits(extra: list[Path] | None = None,
-                   valid_extra: list[Path] | None = None) -> dict[str, list[Source]]:
-    """Recorded voices (three to train, one held out), plus folders for either split."""
-    splits = {"train": asterisk_sources(TRAIN_VOICES), "valid": asterisk_sources(VALID_VOICES)}
+def _resume_records(log: Path, order: list[Source]) -> list[dict]:
+    """Records of an interrupted run over the same sources in the same order, else none."""
+    records = []
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                break  # a line torn by the interruption: decode that file again
+    if len(records) > len(order) or any(
+            r["path"] != str(s.path) for r, s in zip(records, order, strict=False)):
+        return []
+    return records
+
+
+def _decode_split(out: Path, split: str, order: list[Source]) -> list[dict]:
+    """Append each source's int16 PCM to the partial shard; one progress line per source."""
+    from tqdm import tqdm
+
+    raw, log = out / f"{split}.partial.pcm", out / f"{split}.partial.jsonl"
+    records = _resume_records(log, order)
+    offset = sum(r["samples"] for r in records if not r.get("skipped"))
+    if offset * 2 > (raw.stat().st_size if raw.is_file() else 0):
+        records, offset = [], 0  # the audio those lines describe is gone: start over
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with raw.open("ab") as pcm_file, log.open("a") as log_file:
+        pcm_file.truncate(offset * 2)  # drop audio written after the last complete line
+        for s in tqdm(order[len(records):], desc=f"corpus {split}", unit="file",
+                      initial=len(records), total=len(order)):
+            rec: dict = {"path": str(s.path)}
+            try:
+                wav = load_any(s.path)
+            except (AudioError, OSError, ValueError):
+                wav = np.zeros(0, np.float32)
+            if len(wav) < MIN_SECONDS * SAMPLE_RATE:
+                rec["skipped"] = True
+            else:
+                pcm = (np.clip(wav, -1, 1) * 32767).astype("<i2")
+                pcm_file.write(pcm.tobytes())
+                pcm_file.flush()
+                rec.update(speaker=s.speaker, licence=s.licence, offset=offset,
+                           samples=len(pcm))
+                rec.update({k: v for k, v in (("text", s.text), ("phonemes", s.phonemes)) if v})
+                offset += len(pcm)
+            records.append(rec)
+            log_file.write(json.dumps(rec) + "\n")
+            log_file.flush()
+    return records
+
+
+def _finish_shard(out: Path, split: str, samples: int, chunk: int = 1 << 24) -> int:
+    """Copy the partial PCM into `<split>.npy` in chunks (atomically); returns its length."""
+    raw = out / f"{split}.partial.pcm"
+    with atomic_path(out / f"{split}.npy") as tmp:
+        if samples == 0:
+            with tmp.open("wb") as f:
+                np.save(f, np.zeros(0, np.int16))
+            return 0
+        shard = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16, shape=(samples,))
+        for start in range(0, samples, chunk):
+            n = min(chunk, samples - start)
+            shard[start: start + n] = np.fromfile(raw, dtype="<i2", count=n, offset=start * 2)
+        shard.flush()
+        del shard
+    return samples
+
+
+def default_splits(extra: list[Path] | None = None, valid_extra: list[Path] | None = None,
+                   recorded: bool = True) -> dict[str, list[Source]]:
+    """Recorded voices (three to train, one held out), plus folders for either split.
+
+    Without the recorded voices (`recorded=False`, e.g. LibriTTS only) and with no held-out
+    folder, the last speaker of the `extra` folders (by name) becomes the validation
+    speaker, so validation is still a voice training never hears.
+    """
+    splits: dict[str, list[Source]] = {"train": [], "valid": []}
+    if recorded:
+        splits = {"train": asterisk_sources(TRAIN_VOICES),
+                  "valid": asterisk_sources(VALID_VOICES)}
+    elif not extra:
+        raise ConfigError("without the recorded voices, name training folders with --extra")
     for root in extra or []:
         splits["train"] += folder_sources(root)
     for root in valid_extra or []:
         splits["valid"] += folder_sources(root)
+    if not splits["valid"]:
+        speakers = sorted({s.speaker for s in splits["train"]})
+        if len(speakers) < 2:
+            raise ConfigError("no validation speaker: give --valid-extra, or put each "
+                              "speaker in its own sub-folder (at least two)")
+        held = speakers[-1]
+        splits["valid"] = [s for s in splits["train"] if s.speaker == held]
+        splits["train"] = [s for s in splits["train"] if s.speaker != held]
     return splits
