@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reference", action="store_true",
                    help="leave out the uncoded reference row")
     p.add_argument("--max-files", type=int, default=None, help="evaluate at most N clips")
+    p.add_argument("--skip-files", type=int, default=0,
+                   help="leave out the first N usable clips (a disjoint set for choosing "
+                        "checkpoints)")
     p.add_argument("--min-seconds", type=float, default=1.0, help="skip shorter clips")
     p.add_argument("--out", default="eval-out", help="folder for quality.md/png, clips.csv/json")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     metrics = make_metrics(_csv(args.metrics))
-    clips = load_clips(args.data, args.max_files, args.min_seconds)
+    clips = load_clips(args.data, args.max_files, args.min_seconds, args.skip_files)
     systems, system_notes = build_systems(args)
     for m in metrics:
         m.available()

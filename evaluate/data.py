@@ -31,8 +31,15 @@ class Clip:
         return len(self.wav) / SAMPLE_RATE
 
 
-def load_clips(spec: str, max_files: int | None = None, min_seconds: float = 1.0) -> list[Clip]:
-    """`DIR` or `corpus:SPLIT[@CORPUS_DIR]` -> clips (first `max_files` usable ones)."""
+def load_clips(spec: str, max_files: int | None = None, min_seconds: float = 1.0,
+               skip: int = 0) -> list[Clip]:
+    """`DIR` or `corpus:SPLIT[@CORPUS_DIR]` -> clips (`max_files` usable ones after `skip`).
+
+    `skip` leaves out the first usable clips, so a second, disjoint set of the same speaker
+    can choose checkpoints while the first set reports.
+    """
+    if max_files is not None:
+        max_files += skip
     if spec.startswith(CORPUS_PREFIX):
         split, _, root = spec[len(CORPUS_PREFIX):].partition("@")
         corpus = Path(root or os.environ.get("GACFLOW_CORPUS", DEFAULT_CORPUS))
@@ -41,7 +48,10 @@ def load_clips(spec: str, max_files: int | None = None, min_seconds: float = 1.0
         clips = folder_clips(Path(spec), max_files, min_seconds)
     if not clips:
         raise ConfigError(f"no usable clips (>= {min_seconds} s) in {spec}{_why_none(spec)}")
-    return clips
+    if skip >= len(clips):
+        raise ConfigError(f"--skip-files {skip} leaves none of the {len(clips)} usable clips "
+                          f"in {spec}")
+    return clips[skip:]
 
 
 def _why_none(spec: str) -> str:

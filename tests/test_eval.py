@@ -109,3 +109,14 @@ def test_folder_without_usable_clips_says_what_it_found(tmp_path, capsys, speech
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "2 WAV/FLAC files: 1 unreadable, 1 too short" in err
+
+
+def test_skip_files_gives_a_disjoint_set(clips_dir):
+    from gacflow.errors import ConfigError
+    from gacflow.eval.data import load_clips
+
+    both = [c.name for c in load_clips(str(clips_dir), None, 1.0)]
+    assert both == ["long.wav", "short.wav"]
+    assert [c.name for c in load_clips(str(clips_dir), 1, 1.0, skip=1)] == ["short.wav"]
+    with pytest.raises(ConfigError, match="skip-files"):
+        load_clips(str(clips_dir), None, 1.0, skip=2)
