@@ -54,13 +54,17 @@ def from_checkpoint(path: Path, name: str = "gacflow-base") -> ExportSource:
                         int(ck.get("step", 0)), name, path)
 
 
-def from_bundle(path: Path) -> ExportSource:
+def from_bundle(path: Path, decoder: str | None = None) -> ExportSource:
+    """The bundle's encoder with one of its decoders (default: the bundle's default)."""
     b = Bundle.load(path)
     model = b.model_config
+    sizes = sorted(model.get("decoders") or {})
+    if decoder and decoder not in sizes:
+        raise ConfigError(f"bundle {path} has no decoder {decoder!r}; it has {sizes}")
     try:
         enc_state = torch.load(b.path(model["encoder_file"]), map_location="cpu",
                                weights_only=True)
-        dec_entry = model["decoders"][model["default_decoder"]]
+        dec_entry = model["decoders"][decoder or model["default_decoder"]]
         dec_state = torch.load(b.path(dec_entry["file"]), map_location="cpu", weights_only=True)
         enc = load_encoder(model["encoder"], b.layout, enc_state)
         dec = load_decoder(dec_entry["config"], b.layout, dec_state)
@@ -71,11 +75,12 @@ def from_bundle(path: Path) -> ExportSource:
                         str(b.manifest["codec"].get("name", "gacflow-base")), path)
 
 
-def load_source(path: Path) -> ExportSource:
-    """A directory is read as a bundle, a file as a training checkpoint."""
+def load_source(path: Path, decoder: str | None = None) -> ExportSource:
+    """A directory is read as a bundle (with `decoder`, or its default), a file as a
+    training checkpoint."""
     path = Path(path)
     if path.is_dir():
-        return from_bundle(path)
+        return from_bundle(path, decoder)
     if not path.is_file():
         raise ConfigError(f"{path}: no such checkpoint file or bundle directory")
     return from_checkpoint(path)

@@ -31,6 +31,7 @@ class TrainConfig:
     ctc_batch: int = 4  # whole utterances per step for the CTC loss
     freeze_encoder: bool = False  # train a decoder for an existing encoder's tokens
     init_from: str = ""  # checkpoint file or bundle dir to start from (e.g. to grow a decoder)
+    init_decoder: str = ""  # with a bundle dir: which decoder size (default: its default)
     device: str = "auto"  # auto | cpu | cuda
     mel_weight: float = 1.0
     stft_weight: float = 1.0

@@ -99,7 +99,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     if ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
     elif cfg.init_from:
-        fresh = load_grown(model, init_state(Path(cfg.init_from)))
+        fresh = load_grown(model, init_state(Path(cfg.init_from), cfg.init_decoder))
         if fresh:
             print(f"grown from {cfg.init_from}: {len(fresh)} new tensors start as identity")
         ck = None

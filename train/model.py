@@ -58,8 +58,9 @@ def load_grown(model: CodecModel, state: dict[str, torch.Tensor]) -> list[str]:
     return fresh
 
 
-def init_state(path: Path) -> dict[str, torch.Tensor]:
-    """The weights a run starts from: a training checkpoint file or a bundle directory.
+def init_state(path: Path, decoder: str = "") -> dict[str, torch.Tensor]:
+    """The weights a run starts from: a training checkpoint file or a bundle directory
+    (with its `decoder` size, or its default decoder).
 
     Accepting a bundle lets anyone grow or fine-tune a decoder from the weights shipped in
     the repository, without the training run that made them.
@@ -68,7 +69,7 @@ def init_state(path: Path) -> dict[str, torch.Tensor]:
 
     path = Path(path)
     if path.is_dir():
-        return as_checkpoint(load_source(path))["model"]
+        return as_checkpoint(load_source(path, decoder or None))["model"]
     return load_checkpoint(path)["model"]
 
 
