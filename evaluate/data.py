@@ -47,47 +47,39 @@ def load_clips(spec: str, max_files: int | None = None, min_seconds: float = 1.0
     else:
         clips = folder_clips(Path(spec), max_files, min_seconds)
     if not clips:
-        raise ConfigError(f"no usable clips (>= {min_seconds} s) in {spec}{_why_none(spec)}")
+        raise ConfigError(f"no usable clips (>= {min_seconds} s) in {spec}")
     if skip >= len(clips):
         raise ConfigError(f"--skip-files {skip} leaves none of the {len(clips)} usable clips "
                           f"in {spec}")
     return clips[skip:]
 
 
-def _why_none(spec: str) -> str:
-    """For a folder with no usable clip: what was there, so the user knows what to fix."""
-    root = Path(spec)
-    if spec.startswith(CORPUS_PREFIX) or not root.is_dir():
-        return ""
-    files = [p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES]
-    unreadable = 0
-    for path in files:
-        try:
-            read_audio(path)
-        except AudioError:
-            unreadable += 1
-    return (f" ({len(files)} WAV/FLAC files: {unreadable} unreadable, "
-            f"{len(files) - unreadable} too short; --min-seconds sets the limit)")
-
-
 def folder_clips(root: Path, max_files: int | None, min_seconds: float) -> list[Clip]:
-    """Every WAV/FLAC under `root`, sorted by path; unreadable or too-short files are skipped."""
+    """Every WAV/FLAC under `root`, sorted by path; unreadable or too-short files are skipped
+    (and counted, so a folder with none usable says what to fix)."""
     if not root.is_dir():
         raise ConfigError(f"data folder not found: {root}")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
     clips: list[Clip] = []
+    unreadable = short = 0
     for path in files:
         if max_files is not None and len(clips) >= max_files:
             break
         try:
             wav = read_audio(path)
         except AudioError:
+            unreadable += 1
             continue
         if len(wav) < min_seconds * SAMPLE_RATE:
+            short += 1
             continue
         txt = path.with_suffix(".txt")
         text = txt.read_text(encoding="utf-8", errors="replace").strip() if txt.is_file() else None
         clips.append(Clip(str(path.relative_to(root)), wav, text or None))
+    if not clips:
+        raise ConfigError(f"no usable clips (>= {min_seconds} s) in {root} ({len(files)} "
+                          f"WAV/FLAC files: {unreadable} unreadable, {short} too short; "
+                          "--min-seconds sets the limit)")
     return clips
 
 

@@ -58,13 +58,10 @@ def from_bundle(path: Path, decoder: str | None = None) -> ExportSource:
     """The bundle's encoder with one of its decoders (default: the bundle's default)."""
     b = Bundle.load(path)
     model = b.model_config
-    sizes = sorted(model.get("decoders") or {})
-    if decoder and decoder not in sizes:
-        raise ConfigError(f"bundle {path} has no decoder {decoder!r}; it has {sizes}")
+    dec_entry = b.decoder_entry(decoder)
     try:
         enc_state = torch.load(b.path(model["encoder_file"]), map_location="cpu",
                                weights_only=True)
-        dec_entry = model["decoders"][decoder or model["default_decoder"]]
         dec_state = torch.load(b.path(dec_entry["file"]), map_location="cpu", weights_only=True)
         enc = load_encoder(model["encoder"], b.layout, enc_state)
         dec = load_decoder(dec_entry["config"], b.layout, dec_state)

@@ -79,8 +79,7 @@ def stoi(ref: np.ndarray, deg: np.ndarray) -> float:
 def validate_bundle(bundle: Bundle, encoder: Encoder, utterances: list[np.ndarray],
                     formats: list[str]) -> dict[str, Any]:
     """Compare each format's tokens and decoded audio with the fp32 torch encoder's."""
-    model = bundle.model_config
-    dec_entry = model["decoders"][model["default_decoder"]]
+    dec_entry = bundle.decoder_entry()
     decoder = load_decoder(dec_entry["config"], bundle.layout,
                            torch.load(bundle.path(dec_entry["file"]), map_location="cpu",
                                       weights_only=True))

@@ -77,6 +77,15 @@ class Bundle:
     def model_config(self) -> dict[str, Any]:
         return dict(self.manifest.get("model", {}))
 
+    def decoder_entry(self, name: str | None = None) -> dict[str, Any]:
+        """A decoder's manifest entry (file, config, ...); default: the bundle's default."""
+        decoders = self.model_config.get("decoders") or {}
+        size = name or self.model_config.get("default_decoder")
+        if size not in decoders:
+            raise BundleError(f"bundle {self.root} has no decoder {size!r} "
+                              f"(it has {sorted(decoders)})")
+        return dict(decoders[size])
+
     def has(self, name: str) -> bool:
         return name in self.manifest["files"]
 

@@ -127,7 +127,7 @@ def test_grown_decoder_starts_as_the_small_one_and_joins_the_bundle(tmp_path: Pa
     # with `large` as the default, a run can still start from `small` (init_decoder)
     assert train_cli(["add-decoder", str(tmp_path / "large" / "ckpt.pt"), "--bundle",
                       str(bundle), "--size", "large", "--default"]) == 0
-    from gacflow.errors import ConfigError
+    from gacflow.errors import BundleError
     from gacflow.train.model import init_state
 
     small_ck = torch.load(tmp_path / "small" / "ckpt.pt", weights_only=False)["model"]
@@ -135,7 +135,7 @@ def test_grown_decoder_starts_as_the_small_one_and_joins_the_bundle(tmp_path: Pa
     assert len(as_default) > len(as_small)  # the large decoder has more blocks
     assert all(torch.equal(as_small[k].half(), small_ck[k].half())  # fp16 in the bundle
                for k in as_small if k.startswith("decoder.") and k in small_ck)
-    with pytest.raises(ConfigError, match="no decoder 'huge'"):
+    with pytest.raises(BundleError, match="no decoder 'huge'"):
         init_state(bundle, "huge")
 
 

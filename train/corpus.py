@@ -100,7 +100,8 @@ def build(out: Path, splits: dict[str, list[Source]], seed: int = 0) -> dict:
         random.Random(seed).shuffle(order)
         records = _decode_split(out, split, order)
         entries = [r for r in records if not r.get("skipped")]
-        samples = _finish_shard(out, split, sum(e["samples"] for e in entries))
+        samples = sum(e["samples"] for e in entries)
+        _finish_shard(out, split, samples)
         manifest["splits"][split] = {
             "files": entries,
             "skipped": len(records) - len(entries),
@@ -165,21 +166,20 @@ def _decode_split(out: Path, split: str, order: list[Source]) -> list[dict]:
     return records
 
 
-def _finish_shard(out: Path, split: str, samples: int, chunk: int = 1 << 24) -> int:
-    """Copy the partial PCM into `<split>.npy` in chunks (atomically); returns its length."""
+def _finish_shard(out: Path, split: str, samples: int, chunk: int = 1 << 24) -> None:
+    """Copy the partial PCM into `<split>.npy` in chunks (atomically)."""
     raw = out / f"{split}.partial.pcm"
     with atomic_path(out / f"{split}.npy") as tmp:
         if samples == 0:
             with tmp.open("wb") as f:
                 np.save(f, np.zeros(0, np.int16))
-            return 0
+            return
         shard = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16, shape=(samples,))
         for start in range(0, samples, chunk):
             n = min(chunk, samples - start)
             shard[start: start + n] = np.fromfile(raw, dtype="<i2", count=n, offset=start * 2)
         shard.flush()
         del shard
-    return samples
 
 
 def default_splits(extra: list[Path] | None = None, valid_extra: list[Path] | None = None,

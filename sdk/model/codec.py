@@ -109,13 +109,8 @@ class Codec:
         b = Bundle.load(path)
         model = b.model_config
         enc = load_encoder(model["encoder"], b.layout, _load(b, model["encoder_file"]))
-        name = decoder or model["default_decoder"]
-        decs = model["decoders"]
-        if name not in decs:
-            from ..errors import BundleError
-
-            raise BundleError(f"bundle has no decoder {name!r} (it has {sorted(decs)})")
-        dec = load_decoder(decs[name]["config"], b.layout, _load(b, decs[name]["file"]))
+        entry = b.decoder_entry(decoder)
+        dec = load_decoder(entry["config"], b.layout, _load(b, entry["file"]))
         return cls(enc, dec, b.layout, b.codec_id, device)
 
     def streaming_encoder(self, mode: str = DEFAULT_MODE) -> StreamingEncoder:
