@@ -20,6 +20,7 @@ def _csv(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .data import MIN_SPEECH
     from .metrics import DEFAULT_METRICS
 
     p = argparse.ArgumentParser(prog="gacflow eval", description=__doc__.splitlines()[0])
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave out the first N usable clips (a disjoint set for choosing "
                         "checkpoints)")
     p.add_argument("--min-seconds", type=float, default=1.0, help="skip shorter clips")
+    p.add_argument("--min-speech", type=float, default=MIN_SPEECH,
+                   help="skip clips with a smaller fraction of voiced frames (silence files, "
+                        "sound effects; the edge's VAD decides); 0 keeps every clip")
     p.add_argument("--out", default="eval-out", help="folder for quality.md/png, clips.csv/json")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="torch device for our decoder")
@@ -84,14 +88,15 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from .data import load_clips
+    from .data import ClipFilter, load_clips
     from .metrics import make_metrics
     from .report import markdown_table, notes, plot, summarise, write_records
     from .runner import evaluate
 
     torch.set_num_threads(max(1, args.threads))
     metrics = make_metrics(_csv(args.metrics))
-    clips = load_clips(args.data, args.max_files, args.min_seconds, args.skip_files)
+    keep = ClipFilter(args.min_seconds, args.min_speech)
+    clips = load_clips(args.data, args.max_files, keep, args.skip_files)
     systems, system_notes = build_systems(args)
     for m in metrics:
         m.available()
@@ -105,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
     codec_id = next((s.codec.codec_id for s in systems if hasattr(s, "codec")), "none")
     table = markdown_table(summaries, metrics)
     all_notes = system_notes + notes(summaries, metrics, records)
-    header = (f"Data: `{args.data}`, {len(clips)} clips, {seconds:.1f} s; codec `{codec_id}`. "
+    left_out = f" (left out: {keep.skipped()})" if keep.skipped() else ""
+    header = (f"Data: `{args.data}`, {len(clips)} clips, {seconds:.1f} s{left_out}; "
+              f"codec `{codec_id}`. "
               "Bit/s: actual = bytes of the .gac / Codec 2 bit file / Ogg Opus file x 8 / "
               "seconds; metrics = mean over clips.")
     doc = "\n".join([header, "", table, "", *(f"- {n}" for n in all_notes)]).rstrip() + "\n"

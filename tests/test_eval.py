@@ -108,15 +108,37 @@ def test_folder_without_usable_clips_says_what_it_found(tmp_path, capsys, speech
     assert main(["--data", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "2 WAV/FLAC files: 1 unreadable, 1 too short" in err
+    assert "2 WAV/FLAC files: 1 unreadable, 1 shorter than 1 s" in err
+
+
+def test_clips_without_speech_are_left_out_and_counted(tmp_path, speech):
+    """A prompt library's silence files and sound effects are not speech clips."""
+    import soundfile as sf
+
+    from gacflow.eval.data import ClipFilter, load_clips
+
+    rng = np.random.default_rng(0)
+    sf.write(tmp_path / "a_speech.wav", speech[: 3 * 16000], 16000)
+    sf.write(tmp_path / "b_silence.wav", np.zeros(3 * 16000, np.float32), 16000)
+    sf.write(tmp_path / "c_hiss.wav", 1e-4 * rng.standard_normal(3 * 16000), 16000)
+    keep = ClipFilter()
+    assert [c.name for c in load_clips(str(tmp_path), None, keep)] == ["a_speech.wav"]
+    assert keep.no_speech == 2 and "2 without speech" in keep.skipped()
+    every = [c.name for c in load_clips(str(tmp_path), None, ClipFilter(min_speech=0))]
+    assert every == ["a_speech.wav", "b_silence.wav", "c_hiss.wav"]
+
+
+def test_min_speech_out_of_range_is_one_line(tmp_path, capsys, clips_dir):
+    assert main(["--data", str(clips_dir), "--min-speech", "1.5"]) == 2
+    assert "--min-speech" in capsys.readouterr().err
 
 
 def test_skip_files_gives_a_disjoint_set(clips_dir):
     from gacflow.errors import ConfigError
     from gacflow.eval.data import load_clips
 
-    both = [c.name for c in load_clips(str(clips_dir), None, 1.0)]
+    both = [c.name for c in load_clips(str(clips_dir))]
     assert both == ["long.wav", "short.wav"]
-    assert [c.name for c in load_clips(str(clips_dir), 1, 1.0, skip=1)] == ["short.wav"]
+    assert [c.name for c in load_clips(str(clips_dir), 1, skip=1)] == ["short.wav"]
     with pytest.raises(ConfigError, match="skip-files"):
-        load_clips(str(clips_dir), None, 1.0, skip=2)
+        load_clips(str(clips_dir), None, skip=2)
