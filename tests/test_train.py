@@ -64,6 +64,26 @@ def test_synthetic_english_has_audio_text_and_phonemes(tmp_path: Path) -> None:
         assert w.with_suffix(".phn").read_text().strip()
 
 
+def test_synthetic_training_set_shares_no_sentence_with_an_excluded_set(tmp_path: Path) -> None:
+    """A training set made with the evaluation set's seed would repeat its sentences
+    verbatim; --exclude leaves them out and says so when a folder has no manifest."""
+    import json
+
+    import pytest
+
+    from gacflow.errors import ConfigError
+    from gacflow.train.synth import excluded_texts, fortune_texts
+
+    held = tmp_path / "held"
+    held.mkdir()
+    eval_texts = fortune_texts(5, seed=0)
+    (held / "synth.json").write_text(json.dumps({"items": [{"text": t} for t in eval_texts]}))
+    train = fortune_texts(1, seed=0, exclude=excluded_texts([held]))
+    assert train[0] != eval_texts[0] and not set(train) & set(eval_texts)
+    with pytest.raises(ConfigError, match="synth.json"):
+        excluded_texts([tmp_path / "missing"])
+
+
 def test_grown_decoder_starts_as_the_small_one_and_joins_the_bundle(tmp_path: Path,
                                                                     speech: np.ndarray) -> None:
     """A deeper decoder grown from a trained one computes the same audio before training;

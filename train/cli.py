@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--count", type=int, default=2000)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1, help="Kokoro inference threads")
+    s.add_argument("--exclude", nargs="*", default=[], metavar="DIR",
+                   help="earlier synth folders whose sentences must not recur (e.g. the WER "
+                        "evaluation set, when generating training data)")
     t = sub.add_parser("fit", help="train or resume a codec")
     t.add_argument("--config", default=None, help="TOML config (see train/configs/)")
     t.add_argument("--run", default="runs/base", help="run folder (checkpoint, logs)")
@@ -59,12 +62,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{split}: {s['seconds']} s from {len(s['files'])} files, "
                       f"speakers {', '.join(s['speakers'])}")
         elif args.cmd == "synth":
-            from .synth import build_synthetic
+            from .synth import build_synthetic, excluded_texts
 
             out = args.out or ("data/synth-en" if args.engine == "espeak"
                                else f"data/synth-en-{args.engine}")
+            exclude = excluded_texts([Path(d) for d in args.exclude])
             m = build_synthetic(Path(out), args.count, args.seed, args.engine,
-                                threads=args.threads)
+                                threads=args.threads, exclude=exclude)
             print(f"{len(m['items'])} utterances in {out}")
         elif args.cmd == "fit":
             from .config import TrainConfig

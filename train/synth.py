@@ -50,21 +50,44 @@ def espeak() -> str:
     return exe
 
 
-def fortune_texts(limit: int, seed: int, words: tuple[int, int] = (4, 30)) -> list[str]:
-    """Sentences of `words` (min, max) words from Debian's fortunes, else a built-in list."""
+def fortune_texts(limit: int, seed: int, words: tuple[int, int] = (4, 30),
+                  exclude: frozenset[str] = frozenset()) -> list[str]:
+    """Sentences of `words` (min, max) words from Debian's fortunes, else a built-in list;
+    sentences in `exclude` (another set's texts, e.g. the WER evaluation set) are left out."""
     lo, hi = words
     texts = []
     for f in sorted(FORTUNES.glob("*")) if FORTUNES.is_dir() else []:
         if f.suffix or not f.is_file():
             continue
         for chunk in f.read_text(errors="ignore").split("\n%\n"):
-            line = " ".join(chunk.split())
+            line = " ".join(chunk.split()).split(" -- ")[0]  # drop "-- Author" attributions
             if re.fullmatch(r"[A-Za-z ,.;:'?!-]+", line) and lo <= len(line.split()) <= hi:
                 texts.append(line)
     if not texts:
         texts = [t for t in FALLBACK_TEXTS if lo <= len(t.split()) <= hi] or list(FALLBACK_TEXTS)
+        if limit > len(texts):
+            raise ConfigError(f"{FORTUNES} not found: without Debian's fortunes only "
+                              f"{len(texts)} built-in sentences exist, too few for {limit} "
+                              "utterances (apt-get install fortunes)")
     random.Random(seed).shuffle(texts)
+    texts = [t for t in texts if t not in exclude]
+    if not texts:
+        raise ConfigError("every candidate sentence is excluded")
     return (texts * (limit // len(texts) + 1))[:limit]
+
+
+def excluded_texts(folders: list[Path]) -> frozenset[str]:
+    """The texts of earlier `synth` folders (their synth.json), so a training set can be
+    generated that shares no sentence with an evaluation set."""
+    texts: set[str] = set()
+    for folder in folders:
+        manifest = folder / "synth.json"
+        try:
+            items = json.loads(manifest.read_text())["items"]
+            texts.update(str(item["text"]) for item in items)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"--exclude {folder}: no readable synth.json ({exc})") from exc
+    return frozenset(texts)
 
 
 def synthesize(text: str, voice: str, speed: int = 160, pitch: int = 50) -> np.ndarray:
@@ -137,12 +160,21 @@ def make_engine(name: str, threads: int = 1) -> Engine:
     raise ConfigError(f"unknown synthesizer {name!r} (choose from {', '.join(ENGINES)})")
 
 
+def _saved_text(stem: Path) -> str | None:
+    """The text an earlier run wrote for this item (None if it never finished)."""
+    try:
+        return stem.with_suffix(".txt").read_text().strip()
+    except OSError:
+        return None
+
+
 def build_synthetic(out: Path, count: int, seed: int = 0, engine: str | Engine = "espeak",
-                    texts: list[str] | None = None, threads: int = 1) -> dict:
+                    texts: list[str] | None = None, threads: int = 1,
+                    exclude: frozenset[str] = frozenset()) -> dict:
     """Write `count` utterances (resumable: finished ones are kept); returns the manifest.
 
     `texts` overrides the fortune sentences (cycled to `count`); the same seed gives the
-    same texts, voices and settings.
+    same texts, voices and settings. `exclude` leaves sentences out (`excluded_texts`).
     """
     from tqdm import tqdm
 
@@ -153,15 +185,15 @@ def build_synthetic(out: Path, count: int, seed: int = 0, engine: str | Engine =
             raise ConfigError("no texts to synthesize")
         texts = (list(texts) * (count // len(texts) + 1))[:count]
     else:
-        texts = fortune_texts(count, seed, eng.words)
+        texts = fortune_texts(count, seed, eng.words, exclude)
     rng = random.Random(seed)
     items = []
     for i, text in enumerate(tqdm(texts, desc=eng.name, unit="utt")):
         plan = eng.plan(i, rng)
         stem = out / plan["voice"].replace("+", "_") / f"{i:05d}"
         wav_path = stem.with_suffix(".wav")
-        if not (wav_path.exists() and stem.with_suffix(".txt").exists()
-                and stem.with_suffix(".phn").exists()):
+        if not (wav_path.exists() and stem.with_suffix(".phn").exists()
+                and _saved_text(stem) == text):
             audio, phn = eng.render(text, plan), phonemes(text, eng.phoneme_voice(plan))
             stem.parent.mkdir(parents=True, exist_ok=True)
             stem.with_suffix(".txt").write_text(text + "\n")
