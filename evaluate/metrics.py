@@ -141,10 +141,16 @@ class Wer(Metric):
         ps = self._import("pocketsphinx")
         self._jiwer = self._import("jiwer")
         self._decoder = ps.Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+        self._cmn = self._decoder.get_cmn()
 
     def transcribe(self, wav: np.ndarray) -> str:
+        """Each clip from the same starting point: pocketsphinx's live cepstral mean and noise
+        estimate carry over between utterances, so a transcript depended on the clip (of any
+        system) decoded before it."""
         pcm = (np.clip(wav, -1, 1) * 32767).astype("<i2").tobytes()
         d = self._decoder
+        d.reinit_feat()  # noise estimate and cepstral mean back to their initial state
+        d.set_cmn(self._cmn)
         d.start_utt()
         d.process_raw(pcm, full_utt=True)
         d.end_utt()
