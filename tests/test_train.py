@@ -84,6 +84,23 @@ def test_synthetic_training_set_shares_no_sentence_with_an_excluded_set(tmp_path
         excluded_texts([tmp_path / "missing"])
 
 
+def test_espeak_speaks_text_that_looks_like_an_option() -> None:
+    """Fortunes hold lines such as "-- Gifts for Children"; passed as an argument espeak-ng
+    took it for an option and wrote no audio. Text goes through stdin, and such
+    attribution tails are not picked as sentences."""
+    import shutil
+
+    import pytest
+
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng not installed")
+    from gacflow.train.synth import is_prose, phonemes, synthesize
+
+    assert len(synthesize("-- Gifts for Children", "en")) > 8000
+    assert phonemes("-- Gifts for Children", "en")
+    assert not is_prose("-- Gifts for Children") and is_prose("Gifts for children.")
+
+
 def test_grown_decoder_starts_as_the_small_one_and_joins_the_bundle(tmp_path: Path,
                                                                     speech: np.ndarray) -> None:
     """A deeper decoder grown from a trained one computes the same audio before training;

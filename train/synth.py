@@ -70,10 +70,17 @@ def fortune_texts(limit: int, seed: int, words: tuple[int, int] = (4, 30),
                               f"{len(texts)} built-in sentences exist, too few for {limit} "
                               "utterances (apt-get install fortunes)")
     random.Random(seed).shuffle(texts)
-    texts = [t for t in texts if t not in exclude]
+    # after the shuffle, so the sets made before this filter keep their sentences
+    texts = [t for t in texts if is_prose(t) and t not in exclude]
     if not texts:
         raise ConfigError("every candidate sentence is excluded")
     return (texts * (limit // len(texts) + 1))[:limit]
+
+
+def is_prose(line: str) -> bool:
+    """A sentence, not a dangling attribution: it starts with a letter ("-- Gifts for
+    Children" is the tail of a quotation, and reads as an option to command-line tools)."""
+    return line[:1].isalpha()
 
 
 def excluded_texts(folders: list[Path]) -> frozenset[str]:
@@ -94,14 +101,16 @@ def synthesize(text: str, voice: str, speed: int = 160, pitch: int = 50) -> np.n
     """espeak-ng -> 16 kHz float32."""
     import soundfile as sf
 
+    # text on stdin: a sentence starting with "-" must not read as an option
     wav = subprocess.run([espeak(), "-v", voice, "-s", str(speed), "-p", str(pitch),
-                          "--stdout", text], capture_output=True, check=True).stdout
+                          "--stdout", "--stdin"], input=text.encode(), capture_output=True,
+                         check=True).stdout
     data, sr = sf.read(io.BytesIO(wav), dtype="float32")
     return resample(data, sr, SAMPLE_RATE)
 
 
 def phonemes(text: str, voice: str) -> str:
-    out = subprocess.run([espeak(), "-q", "-x", "-v", voice, text],
+    out = subprocess.run([espeak(), "-q", "-x", "-v", voice, "--stdin"], input=text,
                          capture_output=True, text=True, check=True).stdout
     return " ".join(out.split())
 
