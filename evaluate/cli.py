@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     codec_id = next((s.codec.codec_id for s in systems if hasattr(s, "codec")), "none")
     table = markdown_table(summaries, metrics)
     all_notes = system_notes + notes(summaries, metrics, records)
-    left_out = f" (left out: {keep.skipped()})" if keep.skipped() else ""
+    skipped = keep.skipped()
+    left_out = f" (left out: {skipped})" if skipped else ""
     header = (f"Data: `{args.data}`, {len(clips)} clips, {seconds:.1f} s{left_out}; "
               f"codec `{codec_id}`. "
               "Bit/s: actual = bytes of the .gac / Codec 2 bit file / Ogg Opus file x 8 / "
