@@ -101,6 +101,63 @@ def test_espeak_speaks_text_that_looks_like_an_option() -> None:
     assert not is_prose("-- Gifts for Children") and is_prose("Gifts for children.")
 
 
+class _FailsOnSome:
+    """An engine that cannot render some sentences, as festival's kal_diphone voice
+    crashes on "TAILFINS!! ... click ...": the run must substitute, not stop."""
+
+    name = "picky"
+    words = (4, 30)
+    manifest: dict = {}
+
+    def __init__(self, bad: set[str]) -> None:
+        self.bad, self.calls = bad, 0
+
+    def plan(self, index: int, rng) -> dict:
+        return {"voice": "en"}
+
+    def render(self, text: str, plan: dict) -> np.ndarray:
+        from gacflow.train.synth import RenderError
+
+        self.calls += 1
+        if text in self.bad:
+            raise RenderError(f"picky failed on {text!r}: crashed (signal 11)")
+        return np.full(8000, 0.1, np.float32)
+
+    def phoneme_voice(self, plan: dict) -> str:
+        return "en"
+
+
+def test_a_sentence_the_engine_cannot_speak_is_skipped_and_replaced(tmp_path: Path) -> None:
+    import shutil
+
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng not installed (the .phn files need it)")
+    from gacflow.errors import ConfigError
+    from gacflow.train.synth import build_synthetic
+
+    texts = ["One fine day in spring.", "TAILFINS click click click.",
+             "Two small boats at sea.", "Three green trees here."]
+    eng = _FailsOnSome({texts[1]})
+    m = build_synthetic(tmp_path, 3, engine=eng, texts=texts)
+    assert [it["text"] for it in m["items"]] == [texts[0], texts[2], texts[3]]
+    assert [s["text"] for s in m["skipped"]] == [texts[1]] and m["skipped"][0]["id"] == 1
+    assert (tmp_path / "en" / "00001.txt").read_text().strip() == texts[2]
+    assert len(list(tmp_path.rglob("*.wav"))) == 3
+    # resumed: finished items are kept, the substitution is the same
+    again = _FailsOnSome({texts[1]})
+    assert build_synthetic(tmp_path, 3, engine=again, texts=texts) == m
+    assert again.calls == 1  # only the failing sentence was tried again
+    # an engine that fails on everything is one clear error, not an endless run
+    with pytest.raises(ConfigError, match="failed on 21 sentences"):
+        build_synthetic(tmp_path / "none", 3, engine=_FailsOnSome(set(texts)), texts=texts)
+
+
+def test_spare_sentences_do_not_change_the_texts_of_earlier_sets() -> None:
+    from gacflow.train.synth import fortune_texts
+
+    assert fortune_texts(30, seed=4, spare=20)[:30] == fortune_texts(30, seed=4)
+
+
 def test_grown_decoder_starts_as_the_small_one_and_joins_the_bundle(tmp_path: Path,
                                                                     speech: np.ndarray) -> None:
     """A deeper decoder grown from a trained one computes the same audio before training;

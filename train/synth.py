@@ -43,6 +43,11 @@ FALLBACK_TEXTS = (
 )
 
 
+class RenderError(Exception):
+    """The engine could not speak this one sentence (it crashed or wrote no audio); the
+    generator substitutes the next sentence. Missing installs stay ConfigErrors."""
+
+
 def espeak() -> str:
     exe = shutil.which("espeak-ng")
     if not exe:
@@ -51,9 +56,10 @@ def espeak() -> str:
 
 
 def fortune_texts(limit: int, seed: int, words: tuple[int, int] = (4, 30),
-                  exclude: frozenset[str] = frozenset()) -> list[str]:
-    """Sentences of `words` (min, max) words from Debian's fortunes, else a built-in list;
-    sentences in `exclude` (another set's texts, e.g. the WER evaluation set) are left out."""
+                  exclude: frozenset[str] = frozenset(), spare: int = 0) -> list[str]:
+    """`limit` + `spare` sentences of `words` (min, max) words from Debian's fortunes, else a
+    built-in list; sentences in `exclude` (another set's texts, e.g. the WER evaluation set)
+    are left out. Spares stand in for sentences an engine cannot render."""
     lo, hi = words
     texts = []
     for f in sorted(FORTUNES.glob("*")) if FORTUNES.is_dir() else []:
@@ -74,7 +80,7 @@ def fortune_texts(limit: int, seed: int, words: tuple[int, int] = (4, 30),
     texts = [t for t in texts if is_prose(t) and t not in exclude]
     if not texts:
         raise ConfigError("every candidate sentence is excluded")
-    return (texts * (limit // len(texts) + 1))[:limit]
+    return _cycled(texts, limit + spare)
 
 
 def is_prose(line: str) -> bool:
@@ -102,17 +108,25 @@ def synthesize(text: str, voice: str, speed: int = 160, pitch: int = 50) -> np.n
     import soundfile as sf
 
     # text on stdin: a sentence starting with "-" must not read as an option
-    wav = subprocess.run([espeak(), "-v", voice, "-s", str(speed), "-p", str(pitch),
-                          "--stdout", "--stdin"], input=text.encode(), capture_output=True,
-                         check=True).stdout
-    data, sr = sf.read(io.BytesIO(wav), dtype="float32")
+    run = subprocess.run([espeak(), "-v", voice, "-s", str(speed), "-p", str(pitch),
+                          "--stdout", "--stdin"], input=text.encode(), capture_output=True)
+    try:
+        if run.returncode != 0:
+            raise RuntimeError(run.stderr.decode(errors="replace").strip() or "no output")
+        data, sr = sf.read(io.BytesIO(run.stdout), dtype="float32")
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise RenderError(f"espeak-ng ({voice}) failed on {text!r}: {exc}") from exc
+    if not data.size:
+        raise RenderError(f"espeak-ng ({voice}) wrote no audio for {text!r}")
     return resample(data, sr, SAMPLE_RATE)
 
 
 def phonemes(text: str, voice: str) -> str:
-    out = subprocess.run([espeak(), "-q", "-x", "-v", voice, "--stdin"], input=text,
-                         capture_output=True, text=True, check=True).stdout
-    return " ".join(out.split())
+    run = subprocess.run([espeak(), "-q", "-x", "-v", voice, "--stdin"], input=text,
+                         capture_output=True, text=True)
+    if run.returncode != 0 or not run.stdout.split():
+        raise RenderError(f"espeak-ng ({voice}) gave no phonemes for {text!r}")
+    return " ".join(run.stdout.split())
 
 
 class Engine(Protocol):
@@ -177,6 +191,10 @@ def _saved_text(stem: Path) -> str | None:
         return None
 
 
+def _cycled(texts: list[str], n: int) -> list[str]:
+    return (list(texts) * (n // len(texts) + 1))[:n]
+
+
 def build_synthetic(out: Path, count: int, seed: int = 0, engine: str | Engine = "espeak",
                     texts: list[str] | None = None, threads: int = 1,
                     exclude: frozenset[str] = frozenset()) -> dict:
@@ -184,32 +202,53 @@ def build_synthetic(out: Path, count: int, seed: int = 0, engine: str | Engine =
 
     `texts` overrides the fortune sentences (cycled to `count`); the same seed gives the
     same texts, voices and settings. `exclude` leaves sentences out (`excluded_texts`).
+    A sentence the engine cannot render is listed under "skipped" and the item takes the
+    next sentence, so one odd line never stops a long run; many failures are an error.
     """
     from tqdm import tqdm
 
     eng = make_engine(engine, threads) if isinstance(engine, str) else engine
     espeak()  # the .phn files need it whatever the engine
+    max_skips = max(20, count // 20)
     if texts is not None:
         if not texts:
             raise ConfigError("no texts to synthesize")
-        texts = (list(texts) * (count // len(texts) + 1))[:count]
-    else:
-        texts = fortune_texts(count, seed, eng.words, exclude)
+        pool = _cycled(texts, count + max_skips)
+    else:  # a prefix of the longer list: sets made before substitution keep their texts
+        pool = fortune_texts(count, seed, eng.words, exclude, spare=max_skips)
+    candidates = iter(pool)
     rng = random.Random(seed)
-    items = []
-    for i, text in enumerate(tqdm(texts, desc=eng.name, unit="utt")):
+    items: list[dict] = []
+    skipped: list[dict] = []
+    for i in tqdm(range(count), desc=eng.name, unit="utt"):
         plan = eng.plan(i, rng)
         stem = out / plan["voice"].replace("+", "_") / f"{i:05d}"
-        wav_path = stem.with_suffix(".wav")
-        if not (wav_path.exists() and stem.with_suffix(".phn").exists()
-                and _saved_text(stem) == text):
-            audio, phn = eng.render(text, plan), phonemes(text, eng.phoneme_voice(plan))
+        for text in candidates:
+            if _finished(stem, text):
+                break
+            try:
+                audio, phn = eng.render(text, plan), phonemes(text, eng.phoneme_voice(plan))
+            except RenderError as exc:
+                skipped.append({"id": i, "voice": plan["voice"], "text": text,
+                                "reason": str(exc)})
+                if len(skipped) > max_skips:
+                    raise ConfigError(f"{eng.name} failed on {len(skipped)} sentences "
+                                      f"(last: {exc}); is the engine working?") from exc
+                continue
             stem.parent.mkdir(parents=True, exist_ok=True)
             stem.with_suffix(".txt").write_text(text + "\n")
             stem.with_suffix(".phn").write_text(phn + "\n")
-            write_wav(wav_path, audio)  # last: the wav marks a finished item
+            write_wav(stem.with_suffix(".wav"), audio)  # last: the wav marks a finished item
+            break
         items.append({"id": i, **plan, "text": text})
-    manifest = {"synthesizer": eng.name, "seed": seed, **eng.manifest, "items": items}
+    manifest = {"synthesizer": eng.name, "seed": seed, **eng.manifest, "items": items,
+                "skipped": skipped}
     out.mkdir(parents=True, exist_ok=True)
     (out / "synth.json").write_text(json.dumps(manifest, indent=1))
     return manifest
+
+
+def _finished(stem: Path, text: str) -> bool:
+    """An earlier run wrote this item with this text (the wav is written last)."""
+    return (stem.with_suffix(".wav").exists() and stem.with_suffix(".phn").exists()
+            and _saved_text(stem) == text)

@@ -20,6 +20,8 @@ from gacflow.audio import resample
 from gacflow.errors import ConfigError
 from gacflow.spec import SAMPLE_RATE
 
+from .synth import RenderError
+
 PACKAGES = "festival festvox-us-slt-hts festvox-kallpc16k"
 VOICES = {  # our voice folder name -> (festival voice function, Debian package)
     "slt": ("voice_cmu_us_slt_arctic_hts", "festvox-us-slt-hts"),
@@ -65,8 +67,10 @@ class FestivalEngine:
                 if "unbound variable" in run.stderr:
                     raise ConfigError(f"festival voice {plan['voice']} is not installed "
                                       f"(apt-get install {package})")
-                raise ConfigError(f"festival failed on {text!r}: "
-                                  f"{(run.stderr.strip().splitlines() or ['no output'])[-1]}")
+                why = (run.stderr.strip().splitlines() or ["no audio"])[-1]
+                if run.returncode < 0:
+                    why = f"crashed (signal {-run.returncode})"
+                raise RenderError(f"festival ({plan['voice']}) failed on {text!r}: {why}")
             data, sr = sf.read(dst, dtype="float32")
         if data.ndim > 1:
             data = data.mean(axis=1)

