@@ -82,3 +82,12 @@ def test_unknown_augmentation_is_a_config_error(tmp_path: Path) -> None:
         TrainConfig.load(cfg)
     cfg.write_text('augment = ["noise", "speed"]\n')
     assert TrainConfig.load(cfg).augment == ("speed", "noise")
+
+
+def test_every_shipped_training_config_loads() -> None:
+    """The recipes under train/configs are documented commands: each must parse."""
+    configs = sorted((Path(__file__).parents[1] / "train" / "configs").glob("*.toml"))
+    assert len(configs) >= 5
+    for path in configs:
+        cfg = TrainConfig.load(path)
+        assert cfg.steps > 0 and cfg.data, path.name
