@@ -114,7 +114,7 @@ def synthesize(text: str, voice: str, speed: int = 160, pitch: int = 50) -> np.n
         if run.returncode != 0:
             raise RuntimeError(run.stderr.decode(errors="replace").strip() or "no output")
         data, sr = sf.read(io.BytesIO(run.stdout), dtype="float32")
-    except (RuntimeError, sf.LibsndfileError) as exc:
+    except RuntimeError as exc:  # soundfile's read errors are RuntimeErrors too
         raise RenderError(f"espeak-ng ({voice}) failed on {text!r}: {exc}") from exc
     if not data.size:
         raise RenderError(f"espeak-ng ({voice}) wrote no audio for {text!r}")
