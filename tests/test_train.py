@@ -67,10 +67,6 @@ def test_synthetic_english_has_audio_text_and_phonemes(tmp_path: Path) -> None:
 def test_synthetic_training_set_shares_no_sentence_with_an_excluded_set(tmp_path: Path) -> None:
     """A training set made with the evaluation set's seed would repeat its sentences
     verbatim; --exclude leaves them out and says so when a folder has no manifest."""
-    import json
-
-    import pytest
-
     from gacflow.errors import ConfigError
     from gacflow.train.synth import excluded_texts, fortune_texts
 
@@ -89,8 +85,6 @@ def test_espeak_speaks_text_that_looks_like_an_option() -> None:
     took it for an option and wrote no audio. Text goes through stdin, and such
     attribution tails are not picked as sentences."""
     import shutil
-
-    import pytest
 
     if not shutil.which("espeak-ng"):
         pytest.skip("espeak-ng not installed")

@@ -183,14 +183,6 @@ def make_engine(name: str, threads: int = 1) -> Engine:
     raise ConfigError(f"unknown synthesizer {name!r} (choose from {', '.join(ENGINES)})")
 
 
-def _saved_text(stem: Path) -> str | None:
-    """The text an earlier run wrote for this item (None if it never finished)."""
-    try:
-        return stem.with_suffix(".txt").read_text().strip()
-    except OSError:
-        return None
-
-
 def _cycled(texts: list[str], n: int) -> list[str]:
     return (list(texts) * (n // len(texts) + 1))[:n]
 
@@ -250,5 +242,9 @@ def build_synthetic(out: Path, count: int, seed: int = 0, engine: str | Engine =
 
 def _finished(stem: Path, text: str) -> bool:
     """An earlier run wrote this item with this text (the wav is written last)."""
-    return (stem.with_suffix(".wav").exists() and stem.with_suffix(".phn").exists()
-            and _saved_text(stem) == text)
+    if not (stem.with_suffix(".wav").exists() and stem.with_suffix(".phn").exists()):
+        return False
+    try:
+        return stem.with_suffix(".txt").read_text().strip() == text
+    except OSError:
+        return False
