@@ -149,7 +149,7 @@ def redecode(argv: list[str]) -> int:
     codec = load_codec(args.bundle, args.decoder, args.device)
     archive = Archive(args.archive)
     sessions = archive.sessions()
-    table = StreamTable(codec.layout)
+    table = StreamTable(codec.layout, voice=codec.voice)
     svc = DecoderService(codec)
     wavs = WavSink(args.out)
     done = 0

@@ -118,7 +118,9 @@ class DecoderService:
             codes[i, : len(c)] = c
             enh[i, : len(e)] = e
         dev = self.codec.device
-        wav = self.codec.decoder(torch.from_numpy(codes).to(dev), torch.from_numpy(enh).to(dev))
+        voice = self.codec.voice_condition([j.session.voice for j in batch])
+        wav = self.codec.decoder(torch.from_numpy(codes).to(dev), torch.from_numpy(enh).to(dev),
+                                 voice)
         wav = wav.float().cpu().numpy()
         for i, j in enumerate(batch):
             _, _, audible = j.session.decoder_input(j.wa, j.wb)

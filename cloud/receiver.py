@@ -46,7 +46,7 @@ class Receiver:
                  partition: Partition | None = None) -> None:
         self.codec = codec
         self.partition = partition
-        self.table = StreamTable(codec.layout, policy)
+        self.table = StreamTable(codec.layout, policy, codec.voice)
         self.decoder = decoder or DecoderService(codec)
         self.wavs = WavSink(out)
         self.archive = Archive(archive) if archive else None

@@ -29,6 +29,7 @@ from gacflow.bitstream import SILENT, Packet
 from gacflow.errors import BitstreamError
 from gacflow.model.codec import tokens_to_decoder_input
 from gacflow.spec import FRAME_RATE, TokenLayout
+from gacflow.voice import VoiceSpec
 
 # frame states
 MISSING, ACTIVE, QUIET, LOST = 0, 1, 2, 3
@@ -80,6 +81,8 @@ class Session:
     lost_frames: int = 0
     reported: tuple[int, int] = (0, 0)  # (gaps, lost frames) already in the metrics
     ended: bool = False
+    voice: bytes | None = None  # the stream's latest voice code (packed), once one arrived
+    voice_frame: int = -1  # first frame of the packet it came in
 
     # -- placement ------------------------------------------------------------------
     def place(self, p: Packet, now: float) -> Placed:
@@ -108,6 +111,8 @@ class Session:
         if n and not fresh.any():  # frames before `committed` are never MISSING
             self.duplicates += 1
             return Placed("duplicate")
+        if p.voice is not None and start >= self.voice_frame:
+            self.voice, self.voice_frame = p.voice, start
         self.codes[start : start + n][fresh] = codes[fresh]
         self.enh[start : start + n][fresh] = enh[fresh]
         seg[fresh] = np.where(active[fresh], ACTIVE, QUIET)
@@ -194,19 +199,24 @@ class Session:
         return now - self.last_arrival >= self.policy.idle_timeout
 
 
-def check_tokens(p: Packet, layout: TokenLayout) -> None:
-    """Refuse tokens outside the mode's codebook (a forged width could carry them)."""
+def check_tokens(p: Packet, layout: TokenLayout, voice: VoiceSpec | None = None) -> None:
+    """Refuse tokens outside the mode's codebook (a forged width could carry them), and a
+    voice code that is not this codec's size."""
     size = layout.mode(p.mode).codebook_size
     t = p.tokens[p.tokens != SILENT]
     if t.size and (t.min() < 0 or t.max() >= size):
         raise BitstreamError(f"token out of range for mode {p.mode} (codebook {size})")
+    if p.voice is not None and voice is not None:
+        voice.from_bytes(p.voice)
 
 
 class StreamTable:
     """All live sessions, keyed by (device, stream id); finished ones are handed out once."""
 
-    def __init__(self, layout: TokenLayout, policy: StreamPolicy | None = None) -> None:
+    def __init__(self, layout: TokenLayout, policy: StreamPolicy | None = None,
+                 voice: VoiceSpec | None = None) -> None:
         self.layout = layout
+        self.voice = voice
         self.policy = policy or StreamPolicy()
         self.sessions: dict[tuple[str, int], Session] = {}
         # ended sessions stay known a while, so a late QoS 1 redelivery of one of their
@@ -225,7 +235,7 @@ class StreamTable:
         return s
 
     def route(self, device: str, p: Packet, now: float) -> tuple[Session, Placed]:
-        check_tokens(p, self.layout)
+        check_tokens(p, self.layout, self.voice)
         old = self.recent.get((device, p.stream_id))
         if old is not None and now - old.last_arrival < self.recent_ttl:
             old.duplicates += 1

@@ -51,7 +51,7 @@ class EdgeAgent:
         bundle = Bundle.load(cfg.bundle or None)
         self.mode = bundle.layout.mode(cfg.mode)
         runtime, self.backend = open_encoder(bundle, cfg.backend, cfg.threads)
-        self.encoder = StreamingEncoder(runtime, bundle.layout, self.mode)
+        self.encoder = StreamingEncoder(runtime, bundle.layout, self.mode, bundle.voice)
         self.vad: FrameVad | None = None
         if cfg.dtx:
             self.vad = make_vad(cfg.vad, cfg.vad_model, cfg.vad_threshold)
@@ -61,7 +61,8 @@ class EdgeAgent:
         self.source: Source = open_source(cfg.input, block, cfg.pace_factor, cfg.input_device)
         self.queue = DiskQueue(cfg.queue, cfg.queue_max_packets)
         self.stream_id = self.queue.new_stream_id()
-        self.packetizer = Packetizer(self.stream_id, self.mode, cfg.batch_seconds)
+        self.packetizer = Packetizer(self.stream_id, self.mode, cfg.batch_seconds,
+                                     self.encoder.voice_code)
         self.stats = AgentStats(device_id=cfg.device_id, stream_id=self.stream_id,
                                 backend=self.backend, vad=self.vad.name if self.vad else "off",
                                 mode=self.mode.name, batch_seconds=cfg.batch_seconds)

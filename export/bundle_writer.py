@@ -1,7 +1,8 @@
 """Write a model bundle from a training checkpoint.
 
-The codec id is derived from what fixes the tokens (encoder weights and token layout),
-not from the decoders, so a larger decoder added later reads the same streams.
+The codec id is derived from what fixes the stream (encoder weights, token layout and the
+voice-code basis, when the codec sends one), not from the decoders, so a larger decoder
+added later reads the same streams.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ def _state_bytes(state: dict[str, torch.Tensor]) -> bytes:
     return buf.getvalue()
 
 
-def codec_id_for(name: str, encoder_state: dict[str, torch.Tensor], layout: TokenLayout) -> str:
+def codec_id_for(name: str, encoder_state: dict[str, torch.Tensor], layout: TokenLayout,
+                 voice: dict[str, Any] | None = None) -> str:
     h = hashlib.sha256(_state_bytes(encoder_state))
     h.update(json.dumps(layout_section(layout), sort_keys=True).encode())
+    if voice is not None:
+        h.update(json.dumps(voice, sort_keys=True).encode())
     return f"{name}-{h.hexdigest()[:8]}"
 
 
@@ -61,10 +65,13 @@ def add_decoder(bundle_dir: Path, checkpoint: Path, size: str, default: bool = F
     bundle = Bundle.load(bundle_dir)
     ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
     name = bundle.manifest["codec"]["name"]
-    got = codec_id_for(name, split_state(ck["model"], "encoder."), bundle.layout)
+    reads_voice = bool(ck["decoder_config"].get("voice_dims", 0))
+    voice = ck.get("voice") if reads_voice else bundle.manifest.get("voice")
+    got = codec_id_for(name, split_state(ck["model"], "encoder."), bundle.layout, voice)
     if got != bundle.codec_id:
-        raise BundleError(f"{checkpoint}: its encoder makes codec {got}, the bundle is "
-                          f"{bundle.codec_id}; train the decoder with freeze_encoder")
+        raise BundleError(f"{checkpoint}: its encoder (and voice basis) make codec {got}, the "
+                          f"bundle is {bundle.codec_id}; train the decoder with "
+                          "freeze_encoder and the bundle's voice basis")
     manifest = json.loads((Path(bundle_dir) / MANIFEST).read_text())
     model = manifest["model"]
     model["decoders"][size] = _write_decoder(Path(bundle_dir), size, ck)
@@ -112,6 +119,10 @@ def write_torch_bundle(
         "decoders": dec_entries,
         "default_decoder": default_decoder,
     }
-    write_manifest(out, name, codec_id_for(name, enc_state, layout), layout, model,
-                   extra_manifest)
+    voice = ck.get("voice")
+    extra = dict(extra_manifest or {})
+    if voice is not None:
+        extra["voice"] = voice
+    write_manifest(out, name, codec_id_for(name, enc_state, layout, voice), layout, model,
+                   extra)
     return out

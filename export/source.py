@@ -34,6 +34,7 @@ class ExportSource:
     step: int
     name: str
     origin: Path
+    voice: dict[str, Any] | None = None  # the manifest's voice section, if the codec has one
 
 
 def _torch_load(path: Path) -> Any:
@@ -51,7 +52,7 @@ def from_checkpoint(path: Path, name: str = "gacflow-base") -> ExportSource:
     enc = load_encoder(ck["encoder_config"], layout, split_state(ck["model"], "encoder."))
     dec = load_decoder(ck["decoder_config"], layout, split_state(ck["model"], "decoder."))
     return ExportSource(enc, dec, ck["encoder_config"], ck["decoder_config"], layout,
-                        int(ck.get("step", 0)), name, path)
+                        int(ck.get("step", 0)), name, path, ck.get("voice"))
 
 
 def from_bundle(path: Path, decoder: str | None = None) -> ExportSource:
@@ -69,7 +70,8 @@ def from_bundle(path: Path, decoder: str | None = None) -> ExportSource:
         raise BundleError(f"bundle {path}: model section is incomplete ({exc})") from exc
     return ExportSource(enc, dec, model["encoder"], dec_entry["config"], b.layout,
                         int(model.get("encoder_trained_steps", 0)),
-                        str(b.manifest["codec"].get("name", "gacflow-base")), path)
+                        str(b.manifest["codec"].get("name", "gacflow-base")), path,
+                        b.manifest.get("voice"))
 
 
 def load_source(path: Path, decoder: str | None = None) -> ExportSource:
@@ -89,5 +91,6 @@ def as_checkpoint(src: ExportSource, encoder: Encoder | None = None) -> dict[str
     model = {f"encoder.{k}": v.detach().clone() for k, v in enc.state_dict().items()}
     model.update({f"decoder.{k}": v.detach().clone()
                   for k, v in src.decoder.state_dict().items()})
+    extra = {} if src.voice is None else {"voice": src.voice}
     return {"model": model, "step": src.step, "encoder_config": src.encoder_config,
-            "decoder_config": src.decoder_config}
+            "decoder_config": src.decoder_config, **extra}

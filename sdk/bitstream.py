@@ -2,13 +2,15 @@
 
 Layout (big-endian, 11 bytes of header):
 
-    byte 0      version:3 | mode:2 | eos:1 | dtx:1 | reserved:1
+    byte 0      version:3 | mode:2 | eos:1 | dtx:1 | voice:1
     byte 1      token width - 1:4 | reserved:4
     byte 2      stream id (0-255; a device starts a new stream per session)
     bytes 3-4   sequence number (wraps at 2**16)
     bytes 5-7   index of the first frame in the stream (wraps at 2**24, ~186 h at 25 Hz)
     bytes 8-9   frame count
     byte 10     check byte: low 8 bits of CRC-32 over the rest of the packet
+    [voice only] code length in bytes (1-32), then the packed voice code (sdk/voice.py):
+                the stream's speaker summary, sent in a few packets per stream, not all
     [dtx only]  activity bitmap, one bit per frame (1 = speech, token follows)
     tokens      active frames x width bits, MSB first, zero-padded to a byte
 
@@ -30,6 +32,7 @@ from .spec import MODE_IDS, MODE_NAMES
 VERSION = 1
 HEADER_BYTES = 11
 MAX_FRAMES = 0xFFFF
+MAX_VOICE_BYTES = 32
 SILENT = -1  # token value of a DTX (not transmitted) frame
 
 
@@ -45,6 +48,7 @@ class Packet:
     mode: str = "275"
     eos: bool = False
     version: int = field(default=VERSION)
+    voice: bytes | None = None  # packed voice code, when this packet carries one
 
     @property
     def frame_count(self) -> int:
@@ -89,7 +93,7 @@ def _check_header(buf: bytes) -> None:
         raise BitstreamError(f"unsupported packet version {version} (this build reads {VERSION})")
     if (buf[0] >> 3) & 0x03 not in MODE_NAMES:
         raise BitstreamError(f"unknown mode id {(buf[0] >> 3) & 0x03} in packet header")
-    if buf[0] & 0x01 or buf[1] & 0x0F:
+    if buf[1] & 0x0F:
         raise BitstreamError("packet header has reserved bits set")
     count = struct.unpack(">H", buf[8:10])[0]
     if count == 0 and not buf[0] & 0x04:
@@ -109,13 +113,17 @@ def encode_packet(p: Packet) -> bytes:
             raise BitstreamError(f"{name} {value} out of range 0..{hi}")
     active = tokens != SILENT
     dtx = not bool(active.all())
-    b0 = (VERSION << 5) | (MODE_IDS[p.mode] << 3) | (int(p.eos) << 2) | (int(dtx) << 1)
+    voice = p.voice is not None
+    if voice and not 1 <= len(p.voice) <= MAX_VOICE_BYTES:
+        raise BitstreamError(f"voice code must be 1-{MAX_VOICE_BYTES} bytes, got {len(p.voice)}")
+    b0 = ((VERSION << 5) | (MODE_IDS[p.mode] << 3) | (int(p.eos) << 2) | (int(dtx) << 1)
+          | int(voice))
     if not 1 <= p.width <= 16:
         raise BitstreamError(f"token width must be 1-16 bits, got {p.width}")
     b1 = (p.width - 1) << 4
     head = bytes([b0, b1, p.stream_id]) + struct.pack(">H", p.seq & 0xFFFF)
     head += (p.first_frame & 0xFFFFFF).to_bytes(3, "big") + struct.pack(">H", len(tokens))
-    body = b""
+    body = bytes([len(p.voice)]) + p.voice if voice else b""
     if dtx:
         body += np.packbits(active.astype(np.uint8)).tobytes()
     body += pack_bits(tokens[active], p.width)
@@ -142,26 +150,31 @@ def read_packet(data: bytes, offset: int) -> tuple[Packet, int]:
     width = (b1 >> 4) + 1
     count = struct.unpack(">H", buf[8:10])[0]
     pos = offset + HEADER_BYTES
+    nvoice = 0
+    if b0 & 0x01:
+        if len(data) <= pos:
+            raise BitstreamError("packet truncated before its voice code")
+        nvoice = data[pos]
+        if not 1 <= nvoice <= MAX_VOICE_BYTES:
+            raise BitstreamError(f"voice code length {nvoice} out of range 1..{MAX_VOICE_BYTES}")
+        nvoice += 1  # the length byte itself
+    nmap = (count + 7) // 8 if dtx else 0
     if dtx:
-        nmap = (count + 7) // 8
-        raw = bytes(data[pos : pos + nmap])
+        raw = bytes(data[pos + nvoice : pos + nvoice + nmap])
         if len(raw) < nmap:
             raise BitstreamError("packet truncated inside the DTX bitmap")
         active = np.unpackbits(np.frombuffer(raw, np.uint8))[:count].astype(bool)
-        n_active = int(active.sum())
-        length = HEADER_BYTES + nmap + (n_active * width + 7) // 8
     else:
         active = np.ones(count, dtype=bool)
-        n_active = count
-        length = HEADER_BYTES + (count * width + 7) // 8
+    n_active = int(active.sum())
+    length = HEADER_BYTES + nvoice + nmap + (n_active * width + 7) // 8
     end = offset + length
     if len(data) < end:
         raise BitstreamError(f"packet truncated: {len(data) - offset} bytes, needs {length}")
     body = bytes(data[pos:end])
     if _check_byte(buf[:10] + body) != buf[10]:
         raise BitstreamError("packet corrupt: check byte mismatch")
-    tok_start = (count + 7) // 8 if dtx else 0
-    values = unpack_bits(body[tok_start:], n_active, width)
+    values = unpack_bits(body[nvoice + nmap :], n_active, width)
     tokens = np.full(count, SILENT, dtype=np.int64)
     tokens[active] = values
     packet = Packet(
@@ -173,5 +186,6 @@ def read_packet(data: bytes, offset: int) -> tuple[Packet, int]:
         mode=MODE_NAMES[mode_id],
         eos=bool(b0 & 0x04),
         version=b0 >> 5,
+        voice=body[1:nvoice] if nvoice else None,
     )
     return packet, end

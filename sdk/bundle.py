@@ -17,6 +17,7 @@ from typing import Any
 from . import spec
 from .errors import BundleError, CodecMismatchError
 from .spec import TokenLayout
+from .voice import VoiceSpec
 
 FORMAT = "gacflow-bundle/1"
 MANIFEST = "manifest.json"
@@ -72,6 +73,12 @@ class Bundle:
     def layout(self) -> TokenLayout:
         t = self.manifest["token_layout"]
         return TokenLayout(tuple(t["base_levels"]), tuple(t["enh_levels"]))
+
+    @property
+    def voice(self) -> VoiceSpec | None:
+        """How this codec's voice code is computed (None: the codec sends none)."""
+        raw = self.manifest.get("voice")
+        return None if raw is None else VoiceSpec.from_manifest(raw)
 
     @property
     def model_config(self) -> dict[str, Any]:
@@ -172,6 +179,11 @@ def _check_manifest(root: Path, m: Any) -> None:
         TokenLayout(tuple(int(x) for x in t["base_levels"]), tuple(int(x) for x in t["enh_levels"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"bundle {root}: token_layout is malformed ({exc})") from exc
+    if m.get("voice") is not None:
+        try:
+            VoiceSpec.from_manifest(m["voice"])
+        except BundleError as exc:
+            raise BundleError(f"bundle {root}: {exc}") from exc
 
 
 def write_manifest(

@@ -61,11 +61,10 @@ def dumps(tokens: Tokens, width: int) -> bytes:
     for seq, start in enumerate(starts):
         chunk = tokens.ids[start : start + FILE_PACKET_FRAMES]
         last = start + FILE_PACKET_FRAMES >= n
-        out.append(
-            encode_packet(
-                Packet(0, seq, start, chunk, width=width, mode=tokens.mode, eos=last)
-            )
-        )
+        voice = tokens.voice if seq == 0 else None
+        out.append(encode_packet(
+            Packet(0, seq, start, chunk, width=width, mode=tokens.mode, eos=last, voice=voice)
+        ))
     return b"".join(out)
 
 
@@ -88,7 +87,7 @@ def loads(data: bytes) -> tuple[Tokens, GacInfo]:
     except UnicodeDecodeError as exc:
         raise BitstreamError(".gac codec id is not ASCII") from exc
     ids = np.empty(n, dtype=np.int64)
-    filled, packets = 0, 0
+    filled, packets, voice = 0, 0, None
     while pos < len(data):
         p, pos = read_packet(data, pos)
         if p.first_frame != filled or filled + p.frame_count > n:
@@ -96,11 +95,12 @@ def loads(data: bytes) -> tuple[Tokens, GacInfo]:
         if p.mode != MODE_NAMES[mode_id]:
             raise BitstreamError(".gac packet mode differs from the file header")
         ids[filled : filled + p.frame_count] = p.tokens
+        voice = p.voice if p.voice is not None else voice  # the latest code wins
         filled += p.frame_count
         packets += 1
     if filled != n:
         raise BitstreamError(f".gac file truncated: {filled} of {n} frames present")
-    tokens = Tokens(ids, MODE_NAMES[mode_id], cid, n_samples or None)
+    tokens = Tokens(ids, MODE_NAMES[mode_id], cid, n_samples or None, voice)
     return tokens, GacInfo(cid, tokens.mode, sr, n, n_samples, len(data), packets)
 
 

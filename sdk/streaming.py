@@ -17,6 +17,7 @@ from .features import CONTEXT, token_frame_mels
 from .fsq import latent_to_tokens
 from .spec import FRAME_SAMPLES, Mode, TokenLayout
 from .tokens import Tokens
+from .voice import VoiceSpec, VoiceStats
 
 
 class EncoderRuntime(Protocol):
@@ -32,10 +33,13 @@ class EncoderRuntime(Protocol):
 class StreamingEncoder:
     """Feed audio with `push` in any chunk sizes; `flush` pads and ends the stream."""
 
-    def __init__(self, runtime: EncoderRuntime, layout: TokenLayout, mode: Mode) -> None:
+    def __init__(self, runtime: EncoderRuntime, layout: TokenLayout, mode: Mode,
+                 voice: VoiceSpec | None = None) -> None:
         self.runtime = runtime
         self.layout = layout
         self.mode = mode
+        self.voice = voice
+        self.voice_stats = VoiceStats()
         self.reset()
 
     def reset(self) -> None:
@@ -43,6 +47,12 @@ class StreamingEncoder:
         self._audio = np.zeros(CONTEXT, dtype=np.float32)  # history + not yet encoded
         self.samples_in = 0
         self.frames_out = 0
+        self.voice_stats.reset()
+
+    def voice_code(self) -> bytes | None:
+        """The packed voice code of the stream so far (None: codec without one, or no audio)."""
+        stat = self.voice_stats.mean() if self.voice is not None else None
+        return None if stat is None else self.voice.to_bytes(self.voice.quantize(stat))
 
     def push(self, audio: np.ndarray) -> np.ndarray:
         """Add 16 kHz float32 samples; return tokens of the frames completed by them."""
@@ -56,7 +66,10 @@ class StreamingEncoder:
         out = np.empty((n, len(self.layout.all_levels)), dtype=np.float32)
         for j in range(n):
             span = self._audio[j * FRAME_SAMPLES : j * FRAME_SAMPLES + CONTEXT + FRAME_SAMPLES]
-            out[j] = self.runtime.step(token_frame_mels(span))[: out.shape[1]]
+            mel = token_frame_mels(span)
+            if self.voice is not None:
+                self.voice_stats.push(mel)
+            out[j] = self.runtime.step(mel)[: out.shape[1]]
         self._audio = self._audio[n * FRAME_SAMPLES :]
         return out
 
@@ -82,9 +95,13 @@ class StreamingEncoder:
 
 
 def encode_whole(
-    runtime: EncoderRuntime, layout: TokenLayout, mode: str, codec_id: str, wav: np.ndarray
+    runtime: EncoderRuntime, layout: TokenLayout, mode: str, codec_id: str, wav: np.ndarray,
+    voice: VoiceSpec | None = None,
 ) -> Tokens:
-    """Whole-file encoding is streaming in one chunk: one code path, identical tokens."""
-    enc = StreamingEncoder(runtime, layout, layout.mode(mode))
-    ids = np.concatenate([enc.push(wav), enc.flush()])
-    return Tokens(ids, str(mode), codec_id, num_samples=len(wav))
+    """Whole-file encoding is streaming in one chunk: one code path, identical tokens.
+    The voice code is the whole file's (what a live stream converges to)."""
+    enc = StreamingEncoder(runtime, layout, layout.mode(mode), voice)
+    ids = enc.push(wav)
+    code = enc.voice_code()
+    ids = np.concatenate([ids, enc.flush()])
+    return Tokens(ids, str(mode), codec_id, num_samples=len(wav), voice=code)

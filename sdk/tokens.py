@@ -18,6 +18,7 @@ class Tokens:
     mode: str
     codec_id: str
     num_samples: int | None = None  # original length, when known, to trim the decode
+    voice: bytes | None = None  # packed voice code of the stream (sdk/voice.py), if sent
 
     def __post_init__(self) -> None:
         self.ids = np.asarray(self.ids, dtype=np.int64).reshape(-1)

@@ -30,11 +30,13 @@ def codec(request):
 
 @pytest.fixture(scope="module")
 def token_sets(codec, speech):
-    """Three streams of different lengths, one with DTX frames, one in the 175 mode."""
-    ids = codec.encode(speech[: 16000 * 9]).ids
+    """Three streams of different lengths, one with DTX frames, one in the 175 mode; with
+    the bundle's voice code (None for a codec without one)."""
+    tokens = codec.encode(speech[: 16000 * 9])
+    ids = tokens.ids
     dtx = ids[:180].copy()
     dtx[60:90] = SILENT
-    return [(ids[:225], "275"), (dtx, "275"), (ids[:130] >> 4, "175")]
+    return [(ids[:225], "275"), (dtx, "275"), (ids[:130] >> 4, "175")], tokens.voice
 
 
 @pytest.mark.parametrize("blocks", [(2, 6), (4, 12), (1, 1)])
@@ -62,7 +64,8 @@ def test_receptive_frames_bounds_what_a_token_changes(blocks):
 
 
 def test_streamed_batched_output_matches_whole_stream_decode(codec, token_sets):
-    table = StreamTable(codec.layout)
+    token_sets, voice = token_sets
+    table = StreamTable(codec.layout, voice=codec.voice)
     svc = DecoderService(codec)
     audio: dict[int, list[np.ndarray]] = {i: [] for i in range(len(token_sets))}
     sessions = {}
@@ -72,7 +75,8 @@ def test_streamed_batched_output_matches_whole_stream_decode(codec, token_sets):
         for i, (ids, mode) in enumerate(token_sets):
             if k >= len(ids):
                 continue
-            p = Packet(i, k // 10, k, ids[k : k + 10], width[mode], mode, eos=k + 10 >= len(ids))
+            p = Packet(i, k // 10, k, ids[k : k + 10], width[mode], mode, eos=k + 10 >= len(ids),
+                       voice=voice if k == 0 else None)
             sessions[i], _ = table.route(f"dev{i}", p, 0.0)
         ended = table.tick(0.0)
         jobs = [j for s in table.sessions.values() for j in svc.plan(s)]
@@ -82,7 +86,7 @@ def test_streamed_batched_output_matches_whole_stream_decode(codec, token_sets):
     assert svc.stats.batches < 3 * 23  # streams shared forward passes
     for i, (ids, mode) in enumerate(token_sets):
         got = np.concatenate(audio[i])
-        ref = codec.decode(Tokens(ids, mode, codec.codec_id))
+        ref = codec.decode(Tokens(ids, mode, codec.codec_id, voice=voice))
         assert len(got) == len(ids) * 640 == len(ref)
         # (Codec.decode fades the outer 5 ms of a stream that has DTX anywhere; a live
         # decoder cannot know that yet, so the comparison skips those samples)

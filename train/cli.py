@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--run", default="runs/base", help="run folder (checkpoint, logs)")
     t.add_argument("--data", default=None)
     t.add_argument("--steps", type=int, default=None)
+    v = sub.add_parser("voice-fit", help="fit the voice-code basis on a corpus's voices")
+    v.add_argument("--data", default="data/corpus")
+    v.add_argument("--out", required=True, help="JSON file for a training config's `voice`")
+    v.add_argument("--dims", type=int, default=8)
+    v.add_argument("--bits", type=int, default=3)
     b = sub.add_parser("bundle", help="package a checkpoint as a model bundle")
     b.add_argument("checkpoint")
     b.add_argument("--out", required=True)
@@ -76,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
 
             cfg = TrainConfig.load(args.config, data=args.data, steps=args.steps)
             print(train(cfg, Path(args.run)))
+        elif args.cmd == "voice-fit":
+            from .voice import fit
+
+            fit(Path(args.data), Path(args.out), args.dims, args.bits)
         elif args.cmd == "add-decoder":
             from gacflow.export.bundle_writer import add_decoder
 

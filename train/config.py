@@ -32,6 +32,8 @@ class TrainConfig:
     freeze_encoder: bool = False  # train a decoder for an existing encoder's tokens
     init_from: str = ""  # checkpoint file or bundle dir to start from (e.g. to grow a decoder)
     init_decoder: str = ""  # with a bundle dir: which decoder size (default: its default)
+    voice: str = ""  # voice basis JSON (`gacflow-train voice-fit`); needs decoder.voice_dims
+    voice_drop: float = 0.1  # share of crops decoded without a voice code
     device: str = "auto"  # auto | cpu | cuda
     mel_weight: float = 1.0
     stft_weight: float = 1.0

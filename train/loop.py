@@ -16,6 +16,7 @@ from gacflow.model.codec import config_dict
 from gacflow.model.decoder import DecoderConfig
 from gacflow.model.encoder import EncoderConfig
 from gacflow.spec import FRAME_SAMPLES, TokenLayout
+from gacflow.voice import VoiceSpec
 
 from .augment import apply as apply_augment
 from .augment import raw_length
@@ -23,6 +24,7 @@ from .config import TrainConfig
 from .ctc import PhonemeHead, PhonemeSampler, ctc
 from .losses import mel_l1, multi_resolution_stft
 from .model import CodecModel, init_state, load_checkpoint, load_grown, save_checkpoint
+from .voice import batch_voice, load_spec
 
 
 class CropSampler:
@@ -90,6 +92,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     sampler = CropSampler(data / "train.npy", cfg.segment_frames, cfg.seed, cfg.augment)
     valid = CropSampler(data / "valid.npy", cfg.segment_frames, 1234).batch(16, augment=False)
     model = build_model(cfg)
+    voice = voice_spec(cfg, model)
+    valid_voice = None if voice is None else batch_voice(valid, voice, 0.0, rng_valid())
     phonemes = phoneme_sampler(cfg, data, model)
     valid_phonemes = None  # held-out utterances with phonemes (corpus --valid-extra)
     if phonemes is not None and len(held := PhonemeSampler(data, "valid", 1234)):
@@ -136,8 +140,9 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
             g["lr"] = lr_at(step, cfg)
         wav = sampler.batch(cfg.batch).to(device)
         enh = torch.from_numpy((rng.random(cfg.batch) >= cfg.enh_drop).astype(np.float32))
+        cond = None if voice is None else batch_voice(wav, voice, cfg.voice_drop, rng)
         with amp:
-            out = model(wav, enh.to(device)).float()
+            out = model(wav, enh.to(device), cond).float()
         l_mel = mel_l1(model.mel, out, wav)
         l_stft = multi_resolution_stft(out, wav)
         loss = cfg.mel_weight * l_mel + cfg.stft_weight * l_stft
@@ -167,7 +172,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         bar.set_postfix(mel=f"{l_mel.item():.3f}", stft=f"{l_stft.item():.3f}")
         rec.update(lr=lr_at(step, cfg), elapsed=round(time.time() - t0, 1))
         if step % cfg.valid_every == 0 or step == cfg.steps:
-            rec.update(validate(model, valid.to(device)))
+            rec.update(validate(model, valid.to(device),
+                                None if valid_voice is None else valid_voice.to(device)))
             if valid_phonemes is not None:
                 valid_phonemes.rng = np.random.default_rng(1234)  # same utterances each time
                 with torch.no_grad():
@@ -177,9 +183,29 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
             log.write(json.dumps(rec) + "\n")
             log.flush()
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save_checkpoint(ckpt_path, checkpoint_payload(model, opt, step, cfg, disc, opt_d))
+            save_checkpoint(ckpt_path, checkpoint_payload(model, opt, step, cfg, disc, opt_d,
+                                                          voice))
     bar.close()
     return ckpt_path
+
+
+def rng_valid() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def voice_spec(cfg: TrainConfig, model: CodecModel) -> VoiceSpec | None:
+    """The fixed voice basis when the decoder is conditioned on voice codes."""
+    dims = model.decoder.cfg.voice_dims
+    if not dims and not cfg.voice:
+        return None
+    if not cfg.voice:
+        raise ConfigError("decoder.voice_dims is set but no `voice` basis file is given "
+                          "(make one with `gacflow-train voice-fit`)")
+    spec = load_spec(cfg.voice)
+    if spec.dims != dims:
+        raise ConfigError(f"voice basis {cfg.voice} has {spec.dims} components, "
+                          f"decoder.voice_dims is {dims}")
+    return spec
 
 
 def phoneme_sampler(cfg: TrainConfig, data: Path, model: CodecModel) -> PhonemeSampler | None:
@@ -215,19 +241,22 @@ def gan_window(real: torch.Tensor, fake: torch.Tensor, frames: int,
 
 
 @torch.no_grad()
-def validate(model: CodecModel, wav: torch.Tensor) -> dict[str, float]:
+def validate(model: CodecModel, wav: torch.Tensor,
+             voice: torch.Tensor | None = None) -> dict[str, float]:
     """Mel L1 on held-out speaker crops, for both operating points."""
     model.eval()
     out = {}
     for name, flag in (("275", 1.0), ("175", 0.0)):
-        rec = model(wav, torch.full((len(wav),), flag, device=wav.device))
+        rec = model(wav, torch.full((len(wav),), flag, device=wav.device), voice)
         out[f"valid_mel_{name}"] = mel_l1(model.mel, rec, wav).item()
     return out
 
 
 def checkpoint_payload(model: CodecModel, opt, step: int, cfg: TrainConfig, disc=None,
-                       opt_d=None) -> dict:
+                       opt_d=None, voice: VoiceSpec | None = None) -> dict:
     extra = {} if disc is None else {"disc": disc.state_dict(), "opt_d": opt_d.state_dict()}
+    if voice is not None:
+        extra["voice"] = voice.to_manifest()
     return {
         **extra,
         "model": {k: v.cpu() for k, v in model.state_dict().items()},

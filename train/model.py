@@ -28,14 +28,16 @@ class CodecModel(nn.Module):
         """wav [B, N] -> quantized codes [B, T, D] (straight-through), as the tokens carry."""
         return quantize_ste(self.encoder(self.mel(wav)), self.encoder.levels)
 
-    def forward(self, wav: torch.Tensor, enh_present: torch.Tensor) -> torch.Tensor:
-        """wav [B, N] -> reconstruction [B, N]; enh_present [B] selects 275 (1) or 175 (0)."""
+    def forward(self, wav: torch.Tensor, enh_present: torch.Tensor,
+                voice: torch.Tensor | None = None) -> torch.Tensor:
+        """wav [B, N] -> reconstruction [B, N]; enh_present [B] selects 275 (1) or 175 (0);
+        voice [B, V] is the crop's dequantized voice code (decoders with voice_dims)."""
         codes = self.codes(wav)
         n_base = len(self.layout.base_levels)
         keep = torch.ones_like(codes)
         keep[..., n_base:] = enh_present[:, None, None]
         frames = enh_present[:, None].expand(-1, codes.shape[1])
-        return self.decoder(codes * keep, frames)
+        return self.decoder(codes * keep, frames, voice)
 
 
 def load_grown(model: CodecModel, state: dict[str, torch.Tensor]) -> list[str]:

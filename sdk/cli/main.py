@@ -98,6 +98,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "bytes": info.bytes,
         "packets": info.packets,
         "bitrate_bps": round(info.bitrate, 2),
+        "voice_code": tokens.voice.hex() if tokens.voice is not None else None,
     }
     if args.tokens:
         report["tokens"] = [[t] if t is not None else None for t in tokens.as_lists()]

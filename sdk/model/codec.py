@@ -15,6 +15,7 @@ from ..fsq import indices_to_codes, tokens_to_indices
 from ..spec import DEFAULT_MODE, FRAME_SAMPLES, TokenLayout
 from ..streaming import StreamingEncoder, encode_whole
 from ..tokens import Tokens
+from ..voice import VoiceSpec
 from .decoder import Decoder, DecoderConfig
 from .encoder import Encoder, EncoderConfig
 
@@ -93,7 +94,9 @@ class Codec:
         layout: TokenLayout,
         codec_id: str,
         device: str = "cpu",
+        voice: VoiceSpec | None = None,
     ) -> None:
+        self.voice = voice
         self.encoder = encoder.eval()
         self.decoder = decoder.eval().to(device)
         self.layout = layout
@@ -111,16 +114,29 @@ class Codec:
         enc = load_encoder(model["encoder"], b.layout, _load(b, model["encoder_file"]))
         entry = b.decoder_entry(decoder)
         dec = load_decoder(entry["config"], b.layout, _load(b, entry["file"]))
-        return cls(enc, dec, b.layout, b.codec_id, device)
+        return cls(enc, dec, b.layout, b.codec_id, device, b.voice)
 
     def streaming_encoder(self, mode: str = DEFAULT_MODE) -> StreamingEncoder:
         return StreamingEncoder(TorchEncoderRuntime(self.encoder), self.layout,
-                                self.layout.mode(mode))
+                                self.layout.mode(mode), self.voice)
 
     def encode(self, wav: np.ndarray, mode: str = DEFAULT_MODE) -> Tokens:
         """16 kHz mono float32 -> tokens (same as streaming the whole file at once)."""
         return encode_whole(TorchEncoderRuntime(self.encoder), self.layout, mode, self.codec_id,
-                            wav)
+                            wav, self.voice)
+
+    def voice_condition(self, codes: list[bytes | None]) -> torch.Tensor | None:
+        """Packed voice codes of a batch -> the decoder's condition [B, V] (None when the
+        decoder reads no voice); a stream without a code yet gets zeros (average voice)."""
+        dims = self.decoder.cfg.voice_dims
+        if not dims:
+            return None
+        rows = np.zeros((len(codes), dims), np.float32)
+        if self.voice is not None:
+            for i, code in enumerate(codes):
+                if code is not None:
+                    rows[i] = self.voice.dequantize(self.voice.from_bytes(code))
+        return torch.from_numpy(rows).to(self.device)
 
     @torch.inference_mode()
     def decode(self, tokens: Tokens) -> np.ndarray:
@@ -138,6 +154,7 @@ class Codec:
         wav = self.decoder(
             torch.from_numpy(codes)[None].to(self.device),
             torch.from_numpy(enh)[None].to(self.device),
+            self.voice_condition([tokens.voice]),
         )[0].float().cpu().numpy()
         wav = apply_dtx(wav, active)
         if tokens.num_samples:

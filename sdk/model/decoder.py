@@ -27,6 +27,7 @@ class DecoderConfig:
     kernel: int = 7
     mlp: int = 3
     n_fft: int = 640
+    voice_dims: int = 0  # size of the per-stream voice code it is conditioned on (0: none)
 
     @property
     def receptive_frames(self) -> int:
@@ -71,16 +72,31 @@ class Decoder(nn.Module):
         self.high = nn.Sequential(
             *(ConvNeXtBlock(cfg.dim, cfg.kernel, cfg.mlp) for _ in range(cfg.blocks_high))
         )
+        if cfg.voice_dims:
+            # The voice code shifts every frame's features before each stage. Zero-initialised:
+            # a decoder grown from one without voice starts out computing exactly what it did.
+            self.voice_low = nn.Linear(cfg.voice_dims, cfg.dim)
+            self.voice_high = nn.Linear(cfg.voice_dims, cfg.dim)
+            for layer in (self.voice_low, self.voice_high):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         self.norm = nn.LayerNorm(cfg.dim)
         self.bins = cfg.n_fft // 2 + 1
         self.head = nn.Linear(cfg.dim, 2 * self.bins)
         self.register_buffer("window", torch.hann_window(cfg.n_fft))
 
-    def forward(self, codes: torch.Tensor, enh_present: torch.Tensor) -> torch.Tensor:
-        """codes [B, T, D] in [-1, 1], enh_present [B, T] in {0, 1} -> wav [B, T * 640]."""
+    def forward(self, codes: torch.Tensor, enh_present: torch.Tensor,
+                voice: torch.Tensor | None = None) -> torch.Tensor:
+        """codes [B, T, D] in [-1, 1], enh_present [B, T] in {0, 1}, voice [B, V] in [-1, 1]
+        (None or zeros: no voice code) -> wav [B, T * 640]."""
         x = torch.cat([codes, enh_present.unsqueeze(-1).to(codes.dtype)], dim=-1)
-        h = self.low(self.inp(x).transpose(1, 2))
-        h = self.high(self.up(h))
+        h = self.inp(x).transpose(1, 2)
+        if self.cfg.voice_dims and voice is not None:
+            h = h + self.voice_low(voice.to(h.dtype)).unsqueeze(-1)
+        h = self.up(self.low(h))
+        if self.cfg.voice_dims and voice is not None:
+            h = h + self.voice_high(voice.to(h.dtype)).unsqueeze(-1)
+        h = self.high(h)
         out = self.head(self.norm(h.transpose(1, 2))).float()  # [B, 4T, 2*bins]
         logmag, phase = out.split(self.bins, dim=-1)
         mag = torch.exp(logmag.clamp(max=6.0))

@@ -1,0 +1,75 @@
+"""Voice codes in training: fit the bundle's PCA basis on a corpus, and condition batches.
+
+The basis is fitted once per corpus (`gacflow-train voice-fit`), on whole-file statistics
+(what a receiver sees after a few seconds of a stream), and then fixed: the edge computes
+the code with it in NumPy, so it must not move while decoders learn to read it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gacflow.errors import ConfigError
+from gacflow.features import log_mel
+from gacflow.spec import SAMPLE_RATE
+from gacflow.voice import VoiceSpec, fit_voice_spec, voice_statistic
+
+MIN_FILE_SECONDS = 0.5
+
+
+def corpus_statistics(corpus: Path, split: str = "train") -> tuple[np.ndarray, list[str]]:
+    """One voice statistic per file of a corpus shard (files shorter than 0.5 s skipped)."""
+    from tqdm import tqdm
+
+    try:
+        manifest = json.loads((corpus / "corpus.json").read_text())
+        files = manifest["splits"][split]["files"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise ConfigError(
+            f"{corpus}: not a corpus built by `gacflow-train corpus` ({exc})"
+        ) from exc
+    audio = np.load(corpus / f"{split}.npy", mmap_mode="r")
+    stats, speakers = [], []
+    for f in tqdm(files, desc=f"voice statistics {corpus.name}", unit="file"):
+        if f["samples"] < MIN_FILE_SECONDS * SAMPLE_RATE:
+            continue
+        wav = np.asarray(audio[f["offset"] : f["offset"] + f["samples"]], np.float32) / 32768.0
+        stat = voice_statistic(log_mel(wav))
+        if stat is not None:
+            stats.append(stat)
+            speakers.append(str(f.get("speaker", "")))
+    return np.stack(stats), speakers
+
+
+def fit(corpus: Path, out: Path, dims: int = 8, bits: int = 3) -> VoiceSpec:
+    """Fit and save the basis (JSON, the manifest's `voice` section) for a corpus."""
+    stats, speakers = corpus_statistics(corpus)
+    spec = fit_voice_spec(stats, dims, bits)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(spec.to_manifest(), indent=1))
+    print(f"{out}: {dims} components x {bits} bits from {len(stats)} files, "
+          f"{len(set(speakers))} speakers")
+    return spec
+
+
+def load_spec(path: str | Path) -> VoiceSpec:
+    try:
+        return VoiceSpec.from_manifest(json.loads(Path(path).read_text()))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"voice basis {path}: {exc}") from exc
+
+
+def batch_voice(wav: torch.Tensor, spec: VoiceSpec, drop: float,
+                rng: np.random.Generator) -> torch.Tensor:
+    """Quantized voice condition [B, dims] of each crop, as a receiver would get it; a share
+    `drop` of crops get zeros, so the decoder also renders streams whose code is not in yet."""
+    rows = []
+    for row in wav.detach().cpu().numpy():
+        stat = voice_statistic(log_mel(row))
+        code = None if stat is None or rng.random() < drop else spec.quantize(stat)
+        rows.append(spec.dequantize(code))
+    return torch.from_numpy(np.stack(rows)).to(wav.device)
