@@ -56,8 +56,10 @@ def _write_decoder(out: Path, size: str, ck: dict[str, Any]) -> dict[str, Any]:
 def add_decoder(bundle_dir: Path, checkpoint: Path, size: str, default: bool = False) -> str:
     """Add (or replace) one decoder size in an existing bundle; returns the codec id.
 
-    Refused unless the checkpoint's encoder is the bundle's encoder (same codec id): a
-    decoder trained on other tokens would turn every stream into noise.
+    Refused unless the checkpoint's encoder is the bundle's encoder: a decoder trained on
+    other tokens would turn every stream into noise. A decoder that reads voice codes must
+    use the bundle's voice basis; the first one added to a bundle without a basis brings
+    its basis along (and with it a new codec id).
     """
     from gacflow.bundle import MANIFEST, Bundle
     from gacflow.errors import BundleError
@@ -65,23 +67,39 @@ def add_decoder(bundle_dir: Path, checkpoint: Path, size: str, default: bool = F
     bundle = Bundle.load(bundle_dir)
     ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
     name = bundle.manifest["codec"]["name"]
-    reads_voice = bool(ck["decoder_config"].get("voice_dims", 0))
-    voice = ck.get("voice") if reads_voice else bundle.manifest.get("voice")
-    got = codec_id_for(name, split_state(ck["model"], "encoder."), bundle.layout, voice)
+    enc_state = split_state(ck["model"], "encoder.")
+    has_voice = bundle.manifest.get("voice")
+    got = codec_id_for(name, enc_state, bundle.layout, has_voice)
     if got != bundle.codec_id:
-        raise BundleError(f"{checkpoint}: its encoder (and voice basis) make codec {got}, the "
-                          f"bundle is {bundle.codec_id}; train the decoder with "
-                          "freeze_encoder and the bundle's voice basis")
-    manifest = json.loads((Path(bundle_dir) / MANIFEST).read_text())
+        raise BundleError(f"{checkpoint}: its encoder makes codec {got}, the bundle is "
+                          f"{bundle.codec_id}; train the decoder with freeze_encoder")
+    voice = has_voice
+    if ck["decoder_config"].get("voice_dims", 0):
+        if has_voice is not None and ck.get("voice") != has_voice:
+            raise BundleError(f"{checkpoint}: its decoder reads a different voice basis than "
+                              f"bundle {bundle_dir}'s; train it with the bundle's basis")
+        voice = ck.get("voice")
+    codec_id = codec_id_for(name, enc_state, bundle.layout, voice)
+    root = Path(bundle_dir)
+    manifest = json.loads((root / MANIFEST).read_text())
     model = manifest["model"]
-    model["decoders"][size] = _write_decoder(Path(bundle_dir), size, ck)
+    model["decoders"][size] = _write_decoder(root, size, ck)
     if default:
         model["default_decoder"] = size
     extra = {k: v for k, v in manifest.items()
              if k not in ("format", "codec", "content_hash", "signal", "token_layout", "model",
                           "files")}
-    write_manifest(Path(bundle_dir), name, bundle.codec_id, bundle.layout, model, extra)
-    return bundle.codec_id
+    if voice is not None:
+        # the first voice decoder brings the basis: streams now carry a code, so the codec
+        # id changes (the same encoder, its INT8 files and their report stay valid)
+        extra["voice"] = voice
+        report = root / "validation.json"
+        if codec_id != bundle.codec_id and report.is_file():
+            data = json.loads(report.read_text())
+            data["codec_id"] = codec_id
+            report.write_text(json.dumps(data, indent=2) + "\n")
+    write_manifest(root, name, codec_id, bundle.layout, model, extra)
+    return codec_id
 
 
 def write_torch_bundle(

@@ -185,6 +185,8 @@ def test_the_receiver_keeps_the_latest_code_and_refuses_a_foreign_one() -> None:
 
 def test_recipe_fits_a_basis_trains_a_voice_decoder_and_bundles_it(
         tmp_path: Path, speech: np.ndarray) -> None:
+    """The shipped path: a bundle without voice, a voice decoder grown from it (encoder
+    frozen), added to the bundle, which then carries the basis under a new codec id."""
     torch.set_num_threads(1)
     src = tmp_path / "wavs"
     for i, rate in enumerate((1.0, 0.8, 1.25, 0.9)):  # four "voices": resampled copies
@@ -202,20 +204,28 @@ def test_recipe_fits_a_basis_trains_a_voice_decoder_and_bundles_it(
                       "--dims", "2"]) == 0
     common = ("steps = 2\nbatch = 2\nsegment_frames = 8\nvalid_every = 2\nwarmup = 1\n"
               "threads = 1\n[encoder]\ndim = 16\nhidden = 16\ndilations = [1, 2]\n"
-              "[decoder]\ndim = 16\nblocks_low = 1\nblocks_high = 1\nvoice_dims = 2\n")
-    (tmp_path / "no-basis.toml").write_text(common)
+              "[decoder]\ndim = 16\nblocks_low = 1\nblocks_high = 1\n")
     fit = ["fit", "--data", str(corpus)]
+    (tmp_path / "plain.toml").write_text(common)
+    assert train_cli(fit + ["--config", str(tmp_path / "plain.toml"), "--run",
+                            str(tmp_path / "plain")]) == 0
+    out = tmp_path / "bundle"
+    assert train_cli(["bundle", str(tmp_path / "plain" / "ckpt.pt"), "--out", str(out)]) == 0
+    plain_id = Bundle.load(out).codec_id
+
+    (tmp_path / "no-basis.toml").write_text(common + "voice_dims = 2\n")
     assert train_cli(fit + ["--config", str(tmp_path / "no-basis.toml"),
                             "--run", str(tmp_path / "x")]) == 2
-    (tmp_path / "v.toml").write_text(f'voice = "{basis}"\n' + common)
+    (tmp_path / "v.toml").write_text(f'voice = "{basis}"\ninit_from = "{out}"\n'
+                                     "freeze_encoder = true\n" + common + "voice_dims = 2\n")
     assert train_cli(fit + ["--config", str(tmp_path / "v.toml"), "--run",
                             str(tmp_path / "run")]) == 0
     ck = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)
     assert ck["voice"] == json.loads(basis.read_text())
-    out = tmp_path / "bundle"
-    assert train_cli(["bundle", str(tmp_path / "run" / "ckpt.pt"), "--out", str(out)]) == 0
+    assert train_cli(["add-decoder", str(tmp_path / "run" / "ckpt.pt"), "--bundle", str(out),
+                      "--size", "voiced", "--default"]) == 0
     b = Bundle.load(out)
-    assert b.voice is not None and b.voice.dims == 2
+    assert b.voice is not None and b.voice.dims == 2 and b.codec_id != plain_id
 
     from gacflow.model import Codec
 
@@ -225,10 +235,11 @@ def test_recipe_fits_a_basis_trains_a_voice_decoder_and_bundles_it(
     back, _ = container.loads(container.dumps(tokens, 10))
     assert back.voice == tokens.voice
     assert np.isfinite(codec.decode(back)).all()
+    assert np.isfinite(Codec.from_bundle(out, decoder="small").decode(back)).all()
     with pytest.raises(BitstreamError):
         codec.decode(Tokens(tokens.ids, "275", tokens.codec_id, voice=b"\x00\x00"))
 
-    other = ck | {"voice": ck["voice"] | {"range": 3.0}}  # a different basis: other streams
+    other = ck | {"voice": ck["voice"] | {"range": 3.0}}  # another basis: other streams
     torch.save(other, tmp_path / "other.pt")
     assert train_cli(["add-decoder", str(tmp_path / "other.pt"), "--bundle", str(out),
                       "--size", "x"]) == 2
