@@ -75,6 +75,20 @@ def test_reverb_keeps_length_and_adds_a_tail() -> None:
     assert any(np.abs(row[2000:]).max() > 1e-4 for row in wet)
 
 
+def test_eq_reshapes_the_long_term_spectrum_smoothly_within_its_range() -> None:
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((20, 16000)) * 0.05).astype(np.float32)
+    out = augment.eq(x, np.random.default_rng(4))
+    assert out.shape == x.shape
+    changed = [i for i in range(len(x)) if not np.allclose(out[i], x[i])]
+    assert 10 <= len(changed) < 20  # most crops, not all
+    for i in changed:
+        ratio_db = 10 * np.log10(np.abs(np.fft.rfft(out[i])) ** 2
+                                 / (np.abs(np.fft.rfft(x[i])) ** 2 + 1e-20) + 1e-20)
+        assert np.abs(ratio_db[1:]).max() <= augment.EQ_DB + 1e-6
+        assert np.abs(np.diff(ratio_db[1:])).max() < 0.5  # smooth: no ripple between bins
+
+
 def test_unknown_augmentation_is_a_config_error(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('augment = ["gain", "chorus"]\n')

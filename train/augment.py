@@ -22,6 +22,9 @@ REVERB_WET = (0.1, 0.5)
 PITCH_SEMITONES = (-3.0, 3.0)  # formant-shifting pitch change at constant tempo
 PV_FFT, PV_HOP = 512, 128  # phase vocoder: 32 ms frames, 8 ms synthesis hop
 APPLY_PROB = 0.5  # noise and reverb hit half the crops, so clean speech stays in the mix
+EQ_POINTS = 8  # control points of a random spectral envelope, evenly spaced in mel
+EQ_DB = 6.0  # each point's gain is drawn from +-EQ_DB
+EQ_PROB = 0.8
 
 
 def raw_length(names: tuple[str, ...], n: int) -> int:
@@ -123,10 +126,35 @@ def reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out, -1, 1)
 
 
+def eq_response(n_bins: int, rng: np.random.Generator) -> np.ndarray:
+    """A smooth random magnitude response over rfft bins: EQ_POINTS gains on a mel axis."""
+    hz = np.linspace(0, SAMPLE_RATE / 2, n_bins)
+    mel = np.log1p(hz / 700.0)
+    points = np.linspace(0, mel[-1], EQ_POINTS)
+    gains_db = rng.uniform(-EQ_DB, EQ_DB, EQ_POINTS)
+    return 10 ** (np.interp(mel, points, gains_db) / 20)
+
+
+def eq(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Reshape the long-term spectrum of most crops with a smooth random EQ (zero phase).
+
+    Speakers, microphones and rooms differ most in their long-term spectral envelope; a
+    decoder conditioned on a voice code (sdk/voice.py) sees that envelope in the code, so
+    random envelopes teach it to follow the code instead of memorising a few voices.
+    """
+    out = x.copy()
+    for i, row in enumerate(x):
+        if rng.random() >= EQ_PROB:
+            continue
+        spec = np.fft.rfft(row.astype(np.float64))
+        out[i] = np.fft.irfft(spec * eq_response(len(spec), rng), len(row))
+    return np.clip(out, -1, 1)
+
+
 AUGMENTATIONS: dict[str, Callable[..., np.ndarray]] = {
-    "gain": gain, "speed": speed, "pitch": pitch, "noise": noise, "reverb": reverb,
+    "gain": gain, "speed": speed, "pitch": pitch, "eq": eq, "noise": noise, "reverb": reverb,
 }
-ORDER = ("speed", "pitch", "reverb", "noise", "gain")  # voice, then room, noise floor, level
+ORDER = ("speed", "pitch", "eq", "reverb", "noise", "gain")  # voice, room, noise floor, level
 
 
 def check(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ class TrainConfig:
     segment_frames: int = 40  # 1.6 s crops
     lr: float = 6e-4
     warmup: int = 300
-    augment: tuple[str, ...] = ("gain",)  # gain, speed, pitch, noise, reverb (augment.py)
+    augment: tuple[str, ...] = ("gain",)  # gain, speed, pitch, eq, noise, reverb (augment.py)
     enh_drop: float = 0.5  # chance of training a crop as the 175 mode
     gan_start: int = -1  # step at which the adversarial stage starts (-1: never)
     gan_crop_frames: int = 0  # token frames the discriminators judge per crop (0: all)
