@@ -238,6 +238,14 @@ def test_recipe_fits_a_basis_trains_a_voice_decoder_and_bundles_it(
     assert np.isfinite(Codec.from_bundle(out, decoder="small").decode(back)).all()
     with pytest.raises(BitstreamError):
         codec.decode(Tokens(tokens.ids, "275", tokens.codec_id, voice=b"\x00\x00"))
+    from gacflow.cli.main import main as gacflow_cli
+
+    wav = tmp_path / "in.wav"
+    sf.write(wav, speech[: 2 * 16000], 16000)
+    gac = tmp_path / "x.gac"
+    assert gacflow_cli(["encode", str(wav), str(gac), "--bundle", str(out)]) == 0
+    assert container.read(gac)[0].voice == codec.encode(speech[: 2 * 16000]).voice
+    assert gacflow_cli(["decode", str(gac), str(tmp_path / "x.wav"), "--bundle", str(out)]) == 0
 
     other = ck | {"voice": ck["voice"] | {"range": 3.0}}  # another basis: other streams
     torch.save(other, tmp_path / "other.pt")

@@ -68,7 +68,8 @@ def encode_with_backend(bundle: Bundle, wav, mode: str, backend: str) -> Tokens:
     """Encode with any backend through the shared streaming encoder."""
     from ..backends import encoder_runtime
 
-    return encode_whole(encoder_runtime(bundle, backend), bundle.layout, mode, bundle.codec_id, wav)
+    return encode_whole(encoder_runtime(bundle, backend), bundle.layout, mode, bundle.codec_id,
+                        wav, bundle.voice)
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
