@@ -206,7 +206,7 @@ def test_recipe_fits_a_basis_trains_a_voice_decoder_and_bundles_it(
               "threads = 1\n[encoder]\ndim = 16\nhidden = 16\ndilations = [1, 2]\n"
               "[decoder]\ndim = 16\nblocks_low = 1\nblocks_high = 1\n")
     fit = ["fit", "--data", str(corpus)]
-    (tmp_path / "plain.toml").write_text(common)
+    (tmp_path / "plain.toml").write_text("gan_start = 0\ngan_crop_frames = 4\n" + common)
     assert train_cli(fit + ["--config", str(tmp_path / "plain.toml"), "--run",
                             str(tmp_path / "plain")]) == 0
     out = tmp_path / "bundle"
@@ -246,6 +246,18 @@ def test_recipe_fits_a_basis_trains_a_voice_decoder_and_bundles_it(
     assert gacflow_cli(["encode", str(wav), str(gac), "--bundle", str(out)]) == 0
     assert container.read(gac)[0].voice == codec.encode(speech[: 2 * 16000]).voice
     assert gacflow_cli(["decode", str(gac), str(tmp_path / "x.wav"), "--bundle", str(out)]) == 0
+
+    # an adapter run: only the voice layers learn, from a checkpoint (discriminators too)
+    (tmp_path / "adapter.toml").write_text(
+        f'voice = "{basis}"\ninit_from = "{tmp_path / "plain" / "ckpt.pt"}"\n'
+        'freeze_encoder = true\ntrain_only = ["decoder.voice_"]\ngan_start = 0\n'
+        "gan_crop_frames = 4\n" + common + "voice_dims = 2\n")
+    assert train_cli(fit + ["--config", str(tmp_path / "adapter.toml"), "--run",
+                            str(tmp_path / "adapter")]) == 0
+    start = torch.load(tmp_path / "plain" / "ckpt.pt", weights_only=False)["model"]
+    after = torch.load(tmp_path / "adapter" / "ckpt.pt", weights_only=False)["model"]
+    assert all(torch.equal(after[k], v) for k, v in start.items())
+    assert any(after[k].abs().sum() > 0 for k in after if k.startswith("decoder.voice_"))
 
     other = ck | {"voice": ck["voice"] | {"range": 3.0}}  # another basis: other streams
     torch.save(other, tmp_path / "other.pt")

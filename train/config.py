@@ -30,6 +30,7 @@ class TrainConfig:
     ctc_weight: float = 0.0  # phoneme CTC from the codes (needs corpus files with phonemes)
     ctc_batch: int = 4  # whole utterances per step for the CTC loss
     freeze_encoder: bool = False  # train a decoder for an existing encoder's tokens
+    train_only: tuple[str, ...] = ()  # if set, only parameters with these name prefixes learn
     init_from: str = ""  # checkpoint file or bundle dir to start from (e.g. to grow a decoder)
     init_decoder: str = ""  # with a bundle dir: which decoder size (default: its default)
     voice: str = ""  # voice basis JSON (`gacflow-train voice-fit`); needs decoder.voice_dims

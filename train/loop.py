@@ -107,6 +107,10 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         if fresh:
             print(f"grown from {cfg.init_from}: {len(fresh)} new tensors start as identity")
         ck = None
+        if disc is not None and Path(cfg.init_from).is_file():
+            start = load_checkpoint(Path(cfg.init_from))  # its discriminators, when it has them
+            if "disc" in start:
+                disc.load_state_dict(start["disc"])
     else:
         ck = None
         mel_stats(sampler, model)
@@ -117,6 +121,9 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
             disc.load_state_dict(ck["disc"])
     if cfg.freeze_encoder:
         model.encoder.requires_grad_(False)
+    if cfg.train_only:
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith(tuple(cfg.train_only)))
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.01)
