@@ -15,7 +15,6 @@ import torch
 
 from gacflow.errors import ConfigError
 from gacflow.features import log_mel
-from gacflow.spec import SAMPLE_RATE
 from gacflow.voice import VoiceSpec, fit_voice_spec, voice_statistic
 
 MIN_FILE_SECONDS = 0.5
@@ -25,23 +24,15 @@ def corpus_statistics(corpus: Path, split: str = "train") -> tuple[np.ndarray, l
     """One voice statistic per file of a corpus shard (files shorter than 0.5 s skipped)."""
     from tqdm import tqdm
 
-    try:
-        manifest = json.loads((corpus / "corpus.json").read_text())
-        files = manifest["splits"][split]["files"]
-    except (OSError, KeyError, ValueError) as exc:
-        raise ConfigError(
-            f"{corpus}: not a corpus built by `gacflow-train corpus` ({exc})"
-        ) from exc
-    audio = np.load(corpus / f"{split}.npy", mmap_mode="r")
+    from gacflow.eval.data import ClipFilter, corpus_clips
+
+    clips = corpus_clips(corpus, split, None, ClipFilter(MIN_FILE_SECONDS, min_speech=0.0))
     stats, speakers = [], []
-    for f in tqdm(files, desc=f"voice statistics {corpus.name}", unit="file"):
-        if f["samples"] < MIN_FILE_SECONDS * SAMPLE_RATE:
-            continue
-        wav = np.asarray(audio[f["offset"] : f["offset"] + f["samples"]], np.float32) / 32768.0
-        stat = voice_statistic(log_mel(wav))
+    for clip in tqdm(clips, desc=f"voice statistics {corpus.name}", unit="file"):
+        stat = voice_statistic(log_mel(clip.wav))
         if stat is not None:
             stats.append(stat)
-            speakers.append(str(f.get("speaker", "")))
+            speakers.append(clip.name.split("/")[0])
     return np.stack(stats), speakers
 
 
