@@ -20,6 +20,7 @@ from gacflow.bundle import layout_section, write_manifest
 from gacflow.spec import TokenLayout
 
 ENCODER_FILE = "encoder.pt"
+VALIDATION_FILE = "validation.json"  # the export's INT8 report (export/pipeline.py)
 
 
 def _state_bytes(state: dict[str, torch.Tensor]) -> bytes:
@@ -93,7 +94,7 @@ def add_decoder(bundle_dir: Path, checkpoint: Path, size: str, default: bool = F
         # the first voice decoder brings the basis: streams now carry a code, so the codec
         # id changes (the same encoder, its INT8 files and their report stay valid)
         extra["voice"] = voice
-        report = root / "validation.json"
+        report = root / VALIDATION_FILE
         if codec_id != bundle.codec_id and report.is_file():
             data = json.loads(report.read_text())
             data["codec_id"] = codec_id

@@ -22,12 +22,11 @@ from gacflow.fsq import latent_to_tokens
 from gacflow.spec import TokenLayout
 
 from .audio_data import load_utterances, utterance_mels
-from .bundle_writer import write_torch_bundle
+from .bundle_writer import VALIDATION_FILE, write_torch_bundle
 from .source import ExportSource, as_checkpoint
 from .validate import format_report, validate_bundle
 
 FORMATS = ("onnx", "tflite")
-VALIDATION_FILE = "validation.json"
 
 
 @dataclass
