@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BundleError
+from .bitstream import pack_bits, unpack_bits
+from .errors import BitstreamError, BundleError
 from .spec import N_MELS
 
 
@@ -64,15 +65,10 @@ class VoiceSpec:
         return (i / (self.levels - 1) * 2.0 - 1.0).astype(np.float32)
 
     def to_bytes(self, idx: np.ndarray) -> bytes:
-        from .bitstream import pack_bits
-
         return pack_bits(np.asarray(idx, np.int64), self.bits)
 
     def from_bytes(self, data: bytes) -> np.ndarray:
         """Packed code -> level indices; wrong length is a clear error."""
-        from .bitstream import unpack_bits
-        from .errors import BitstreamError
-
         if len(data) != self.payload_bytes:
             raise BitstreamError(
                 f"voice code has {len(data)} bytes, this codec's is {self.payload_bytes}"
@@ -125,10 +121,10 @@ class VoiceStats:
         if not len(x):
             return
         level = x.mean(axis=1)
-        if self.ref is None:
-            self.ref = float(level.max())
         top = float(level.max())
-        if top > self.ref:  # rescale past sums to the new reference: no overflow, same mean
+        if self.ref is None:
+            self.ref = top
+        elif top > self.ref:  # rescale past sums to the new reference: no overflow, same mean
             shrink = np.exp(self.ref - top)
             self.weight *= shrink
             self.total *= shrink
