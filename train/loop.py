@@ -103,14 +103,15 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     if ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
     elif cfg.init_from:
-        fresh = load_grown(model, init_state(Path(cfg.init_from), cfg.init_decoder))
+        origin = Path(cfg.init_from)
+        start = load_checkpoint(origin) if origin.is_file() else None  # read once
+        fresh = load_grown(model, start["model"] if start else init_state(origin,
+                                                                           cfg.init_decoder))
         if fresh:
             print(f"grown from {cfg.init_from}: {len(fresh)} new tensors start as identity")
         ck = None
-        if disc is not None and Path(cfg.init_from).is_file():
-            start = load_checkpoint(Path(cfg.init_from))  # its discriminators, when it has them
-            if "disc" in start:
-                disc.load_state_dict(start["disc"])
+        if disc is not None and start and "disc" in start:  # its discriminators, if any
+            disc.load_state_dict(start["disc"])
     else:
         ck = None
         mel_stats(sampler, model)
