@@ -320,6 +320,27 @@ def test_corpus_folders_carry_transcripts_phonemes_and_licence(tmp_path: Path,
         folder_sources(tmp_path / "empty")
 
 
+def tiny_codec(steps: int) -> str:
+    """A codec config small enough to train a few steps in a test (validates at the end)."""
+    return (f'steps = {steps}\nbatch = 2\nsegment_frames = 8\nvalid_every = {steps}\n'
+            'warmup = 1\nlr = 3e-3\nthreads = 1\n'
+            '[encoder]\ndim = 16\nhidden = 16\ndilations = [1, 2]\n'
+            '[decoder]\ndim = 16\nblocks_low = 1\nblocks_high = 1\n')
+
+
+def phoneme_corpus(corpus: Path, synth: Path, speech: np.ndarray) -> None:
+    """Two voices x three 1.5 s utterances with .phn files, in both splits of a corpus."""
+    from gacflow.train.corpus import build, folder_sources
+
+    for voice, cut in (("a", 0), ("b", 3)):
+        (synth / voice).mkdir(parents=True)
+        for k, phn in enumerate(("h@l'oU w'3:ld", "s'Ev@n t'u: n'aIn", "kw'Ik br'aUn")):
+            lo = (cut + 2 * k) * 8000
+            sf.write(synth / voice / f"{k}.wav", speech[lo : lo + 24000], 16000)
+            (synth / voice / f"{k}.phn").write_text(phn)
+    build(corpus, {"train": folder_sources(synth), "valid": folder_sources(synth)})
+
+
 def test_phoneme_ctc_trains_from_the_codes_and_validates(tmp_path: Path,
                                                          speech: np.ndarray) -> None:
     """With ctc_weight set, every step adds a phoneme CTC loss read from the quantized
@@ -332,17 +353,8 @@ def test_phoneme_ctc_trains_from_the_codes_and_validates(tmp_path: Path,
 
     assert phoneme_ids("h@l'oU w'3:ld") == phoneme_ids("h@loUw3:ld")
     assert all(0 < i < VOCAB for i in phoneme_ids("D@ kw'Ik br'aUn f'0ks"))
-    synth = tmp_path / "synth"
-    for voice, cut in (("a", 0), ("b", 3)):
-        (synth / voice).mkdir(parents=True)
-        for k, phn in enumerate(("h@l'oU w'3:ld", "s'Ev@n t'u: n'aIn", "kw'Ik br'aUn")):
-            lo = (cut + 2 * k) * 8000
-            sf.write(synth / voice / f"{k}.wav", speech[lo : lo + 24000], 16000)
-            (synth / voice / f"{k}.phn").write_text(phn)
-    build(tmp_path / "corpus", {"train": folder_sources(synth), "valid": folder_sources(synth)})
-    base = ('steps = 30\nbatch = 2\nsegment_frames = 8\nvalid_every = 30\nwarmup = 1\n'
-            'lr = 3e-3\nthreads = 1\n[encoder]\ndim = 16\nhidden = 16\ndilations = [1, 2]\n'
-            '[decoder]\ndim = 16\nblocks_low = 1\nblocks_high = 1\n')
+    phoneme_corpus(tmp_path / "corpus", tmp_path / "synth", speech)
+    base = tiny_codec(30)
     (tmp_path / "ctc.toml").write_text("ctc_weight = 1.0\nctc_batch = 3\n" + base)
     fit = ["fit", "--data", str(tmp_path / "corpus"), "--config", str(tmp_path / "ctc.toml")]
     assert train_cli(fit + ["--run", str(tmp_path / "run")]) == 0
@@ -359,3 +371,42 @@ def test_phoneme_ctc_trains_from_the_codes_and_validates(tmp_path: Path,
     build(tmp_path / "corpus2", {"train": folder_sources(plain), "valid": folder_sources(plain)})
     assert train_cli(["fit", "--data", str(tmp_path / "corpus2"), "--config",
                       str(tmp_path / "ctc.toml"), "--run", str(tmp_path / "run2")]) == 2
+
+
+def test_intelligibility_loss_runs_a_frozen_recogniser_on_decoded_speech(
+        tmp_path: Path, speech: np.ndarray) -> None:
+    """`gacflow-train recognizer` trains (and resumes) a phoneme recogniser on a corpus with
+    phonemes; a codec config with intel_weight then adds its CTC on decoded utterances to
+    every step, validates it, and leaves the recogniser out of the checkpoint. A config
+    that asks for the loss without a recogniser, or with a missing one, is one clear error."""
+    import json
+
+    from gacflow.train.recognizer import load_recognizer
+
+    torch.set_num_threads(1)
+    corpus = tmp_path / "corpus"
+    phoneme_corpus(corpus, tmp_path / "synth", speech)
+    rec = tmp_path / "rec.pt"
+    assert train_cli(["recognizer", "--data", str(corpus), "--out", str(rec),
+                      "--steps", "4", "--batch", "3"]) == 0
+    first = torch.load(rec, weights_only=False)
+    assert first["step"] == 4 and 0 <= first["log"][-1]["valid_per"] <= 2
+    assert train_cli(["recognizer", "--data", str(corpus), "--out", str(rec),
+                      "--steps", "6", "--batch", "3"]) == 0
+    assert torch.load(rec, weights_only=False)["step"] == 6
+    frozen = load_recognizer(rec)
+    assert not any(p.requires_grad for p in frozen.parameters())
+
+    cfg = tmp_path / "intel.toml"
+    cfg.write_text(f'recognizer = "{rec}"\nintel_weight = 1.0\nintel_batch = 2\n' + tiny_codec(3))
+    run = tmp_path / "run"
+    assert train_cli(["fit", "--data", str(corpus), "--config", str(cfg),
+                      "--run", str(run)]) == 0
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert np.isfinite(log[-1]["intel_ctc"]) and np.isfinite(log[-1]["valid_intel_ctc"])
+    ck = torch.load(run / "ckpt.pt", weights_only=False)
+    assert ck["step"] == 3 and not any("recognizer" in k for k in ck["model"])
+    for bad in ("", str(tmp_path / "missing.pt")):
+        cfg.write_text(f'recognizer = "{bad}"\nintel_weight = 1.0\n' + tiny_codec(3))
+        assert train_cli(["fit", "--data", str(corpus), "--config", str(cfg),
+                          "--run", str(tmp_path / "bad")]) == 2

@@ -47,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--out", required=True, help="JSON file for a training config's `voice`")
     v.add_argument("--dims", type=int, default=8)
     v.add_argument("--bits", type=int, default=3)
+    r = sub.add_parser("recognizer", help="train the phoneme recogniser that the "
+                                          "intelligibility loss runs on decoded audio")
+    r.add_argument("--data", required=True,
+                   help="corpus with phonemes (built from `gacflow-train synth` folders)")
+    r.add_argument("--out", required=True, help="checkpoint file (resumed if it exists)")
+    r.add_argument("--steps", type=int, default=3000)
+    r.add_argument("--batch", type=int, default=12)
     b = sub.add_parser("bundle", help="package a checkpoint as a model bundle")
     b.add_argument("checkpoint")
     b.add_argument("--out", required=True)
@@ -85,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
             from .voice import fit
 
             fit(Path(args.data), Path(args.out), args.dims, args.bits)
+        elif args.cmd == "recognizer":
+            from .recognizer import fit_recognizer
+
+            print(fit_recognizer(Path(args.data), Path(args.out), args.steps, args.batch))
         elif args.cmd == "add-decoder":
             from gacflow.export.bundle_writer import add_decoder
 

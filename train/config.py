@@ -29,6 +29,11 @@ class TrainConfig:
     disc_lr: float = 2e-4
     ctc_weight: float = 0.0  # phoneme CTC from the codes (needs corpus files with phonemes)
     ctc_batch: int = 4  # whole utterances per step for the CTC loss
+    recognizer: str = ""  # frozen phoneme recogniser (`gacflow-train recognizer`)
+    intel_weight: float = 0.0  # its CTC on decoded utterances (intelligibility loss)
+    intel_batch: int = 2  # whole utterances per step for it
+    intel_data: str = ""  # corpus with phonemes for it (default: `data`)
+    intel_seconds: float = 6.0  # longest utterance it decodes
     freeze_encoder: bool = False  # train a decoder for an existing encoder's tokens
     train_only: tuple[str, ...] = ()  # if set, only parameters with these name prefixes learn
     init_from: str = ""  # checkpoint file or bundle dir to start from (e.g. to grow a decoder)

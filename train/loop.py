@@ -24,6 +24,7 @@ from .config import TrainConfig
 from .ctc import PhonemeHead, PhonemeSampler, ctc
 from .losses import mel_l1, multi_resolution_stft
 from .model import CodecModel, init_state, load_checkpoint, load_grown, save_checkpoint
+from .recognizer import IntelligibilityLoss
 from .voice import batch_voice, load_spec
 
 
@@ -98,6 +99,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     valid_phonemes = None  # held-out utterances with phonemes (corpus --valid-extra)
     if phonemes is not None and len(held := PhonemeSampler(data, "valid", 1234)):
         valid_phonemes = held
+    intel = intelligibility(cfg, data)
     disc = Discriminators() if cfg.gan_start >= 0 else None
     step = 0
     if ckpt_path.exists():
@@ -126,6 +128,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith(tuple(cfg.train_only)))
     model.to(device)
+    if intel is not None:
+        intel.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.01)
     opt_d = None
@@ -159,6 +163,10 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
             l_ctc = ctc_step(model, phonemes, cfg.ctc_batch, device, amp)
             loss = loss + cfg.ctc_weight * l_ctc
             rec["ctc"] = l_ctc.item()
+        if intel is not None:
+            l_int, l_int_mel = intel(model, cfg.intel_batch, device, amp)
+            loss = loss + cfg.intel_weight * l_int + cfg.mel_weight * l_int_mel
+            rec.update(intel_ctc=l_int.item(), intel_mel=l_int_mel.item())
         gan = disc is not None and step >= cfg.gan_start
         if gan:
             real, fake = gan_window(wav, out, cfg.gan_crop_frames, rng)
@@ -187,6 +195,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
                 with torch.no_grad():
                     rec["valid_ctc"] = ctc_step(model.eval(), valid_phonemes, 8, device,
                                                 amp).item()
+            if intel is not None:
+                rec.update(intel.validate(model, device, amp))
         if step % 10 == 0 or "valid_mel_275" in rec:
             log.write(json.dumps(rec) + "\n")
             log.flush()
@@ -226,6 +236,17 @@ def phoneme_sampler(cfg: TrainConfig, data: Path, model: CodecModel) -> PhonemeS
                           "with phonemes: add a `gacflow-train synth` folder with --extra")
     model.ctc_head = PhonemeHead(len(model.layout.all_levels))
     return sampler
+
+
+def intelligibility(cfg: TrainConfig, data: Path) -> IntelligibilityLoss | None:
+    """The recogniser loss on decoded speech, when the config asks for it."""
+    if cfg.intel_weight <= 0:
+        return None
+    if not cfg.recognizer:
+        raise ConfigError("intel_weight is set but no `recognizer` checkpoint is given "
+                          "(train one with `gacflow-train recognizer`)")
+    return IntelligibilityLoss(cfg.recognizer, Path(cfg.intel_data or data), cfg.seed,
+                               cfg.intel_seconds)
 
 
 def ctc_step(model: CodecModel, sampler: PhonemeSampler, size: int, device: torch.device,

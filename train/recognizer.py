@@ -1,0 +1,210 @@
+"""A small phoneme recogniser, trained on clean speech, used as an intelligibility loss.
+
+The adversarial decoder learns detail that sounds natural but need not be the phones the
+tokens carry: pocketsphinx understands the large decoder's English less well than the
+small one's, on the same tokens. A recogniser trained only on clean speech, frozen, and
+run on the decoder's output turns "can a listener still tell the phones apart" into a
+differentiable loss (CTC against the espeak-ng phonemes of the utterance). It is
+training-only: it never ships in a bundle, and it is not the recogniser `gacflow eval`
+scores with (pocketsphinx), so the decoder is not trained on the metric.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gacflow.errors import ConfigError
+from gacflow.model.features import LogMel
+
+from .augment import apply as apply_augment
+from .ctc import BLANK, VOCAB, PhonemeSampler, ctc
+
+HOP_PER_OUTPUT = 2  # 100 Hz mel frames per output frame (50 Hz)
+AUGMENT = ("gain", "eq", "noise")  # length-preserving, so labels and padding stay put
+
+
+class PhonemeRecognizer(nn.Module):
+    """Waveform [B, N] -> phoneme log-probabilities [B, N / 320, VOCAB] (50 Hz)."""
+
+    def __init__(self, dim: int = 256, hidden: int = 192) -> None:
+        super().__init__()
+        self.dims = {"dim": dim, "hidden": hidden}
+        self.mel = LogMel()
+        self.register_buffer("mel_mean", torch.zeros(80))
+        self.register_buffer("mel_std", torch.ones(80))
+        self.inp = nn.Conv1d(80, dim, 5, padding=2)
+        self.down = nn.Conv1d(dim, dim, 5, stride=HOP_PER_OUTPUT, padding=2)
+        self.rnn = nn.GRU(dim, hidden, num_layers=2, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * hidden, VOCAB)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        x = ((self.mel(wav) - self.mel_mean) / self.mel_std).transpose(1, 2)
+        x = F.gelu(self.down(F.gelu(self.inp(x)))).transpose(1, 2)
+        x, _ = self.rnn(x)
+        return self.out(x).log_softmax(-1)
+
+
+def output_frames(token_frames: torch.Tensor) -> torch.Tensor:
+    """Recogniser frames of an utterance of so many token frames (40 ms -> 2 x 20 ms)."""
+    return token_frames * 2
+
+
+def greedy_errors(log_probs: torch.Tensor, frames: torch.Tensor,
+                  labels: list[list[int]]) -> tuple[int, int]:
+    """(edit distance, reference length) of best-path decoding, summed over the batch."""
+    errors = total = 0
+    for row, n, ref in zip(log_probs.argmax(-1), frames.tolist(), labels, strict=True):
+        path = row[:n].tolist()
+        hyp = [p for i, p in enumerate(path) if p != BLANK and (i == 0 or p != path[i - 1])]
+        errors += edit_distance(hyp, ref)
+        total += len(ref)
+    return errors, total
+
+
+def edit_distance(a: list[int], b: list[int]) -> int:
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def fit_recognizer(data: Path, out: Path, steps: int, batch: int = 12, lr: float = 1e-3,
+                   seed: int = 0, threads: int = 2, max_seconds: float = 8.0) -> dict:
+    """Train on a corpus's utterances with phonemes; validate phone error rate on its
+    held-out split (e.g. `gacflow-train corpus --valid-extra`). Resumes from `out`."""
+    from tqdm import tqdm
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    train_set = PhonemeSampler(data, "train", seed, max_seconds)
+    if not len(train_set):
+        raise ConfigError(f"{data}/corpus.json lists no training files with phonemes "
+                          "(build it from `gacflow-train synth` folders)")
+    valid_set = PhonemeSampler(data, "valid", 1234, max_seconds)
+    model = PhonemeRecognizer()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    step, log = 0, []
+    if out.exists():
+        ck = torch.load(out, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step, log = ck["step"], ck["log"]
+    else:
+        with torch.no_grad():
+            wav, _, _ = train_set.batch(32)
+            mel = model.mel(wav)
+            model.mel_mean.copy_(mel.mean(dim=(0, 1)))
+            model.mel_std.copy_(mel.std(dim=(0, 1)).clamp(min=0.1))
+    rng = np.random.default_rng(seed + step)
+    train_set.rng = np.random.default_rng(seed + 1 + step)
+    bar = tqdm(total=steps, initial=step, desc="train recogniser", unit="step")
+    t0 = time.time()
+    while step < steps:
+        model.train()
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * (1 - step / steps))
+        wav, frames, labels = train_set.batch(batch)
+        wav = torch.from_numpy(apply_augment(wav.numpy(), AUGMENT, rng, wav.shape[1]))
+        loss = ctc(model(wav.float()), output_frames(frames), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(ctc=f"{loss.item():.3f}")
+        if step % 250 == 0 or step == steps:
+            rec = {"step": step, "ctc": round(loss.item(), 4),
+                   "elapsed": round(time.time() - t0, 1)}
+            if len(valid_set):
+                rec["valid_per"] = round(phone_error_rate(model, valid_set), 4)
+            log.append(rec)
+            bar.write(json.dumps(rec))
+            save_recognizer(out, model, opt, step, log)
+    bar.close()
+    return log[-1] if log else {}
+
+
+def phone_error_rate(model: PhonemeRecognizer, sampler: PhonemeSampler,
+                     utterances: int = 40) -> float:
+    """Greedy phone error rate on the same held-out utterances every time."""
+    sampler.rng = np.random.default_rng(1234)
+    model.eval()
+    errors = total = 0
+    with torch.no_grad():
+        for _ in range(0, utterances, 8):
+            wav, frames, labels = sampler.batch(8)
+            e, t = greedy_errors(model(wav), output_frames(frames), labels)
+            errors, total = errors + e, total + t
+    return errors / max(1, total)
+
+
+def save_recognizer(path: Path, model: PhonemeRecognizer, opt, step: int, log: list) -> None:
+    from .model import save_checkpoint
+
+    save_checkpoint(path, {"model": model.state_dict(), "dims": model.dims,
+                           "opt": opt.state_dict(), "step": step, "log": log})
+
+
+def load_recognizer(path: str | Path) -> PhonemeRecognizer:
+    """The frozen recogniser for the intelligibility loss."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError) as exc:
+        raise ConfigError(f"recogniser {path}: {exc} (train one with "
+                          "`gacflow-train recognizer`)") from exc
+    model = PhonemeRecognizer(**ck["dims"])
+    model.load_state_dict(ck["model"])
+    model.eval().requires_grad_(False)
+    return model
+
+
+class IntelligibilityLoss:
+    """CTC of the frozen recogniser on *decoded* whole utterances (275 mode), plus their
+    mel distance so the phones are not bought with artefacts the discriminators never see
+    (the utterances may come from another corpus than the adversarial crops)."""
+
+    def __init__(self, recognizer: str | Path, data: Path, seed: int,
+                 max_seconds: float) -> None:
+        self.recognizer = load_recognizer(recognizer)
+        self.train = PhonemeSampler(data, "train", seed + 13, max_seconds)
+        if not len(self.train):
+            raise ConfigError(f"intel_weight is set but {data}/corpus.json lists no training "
+                              "files with phonemes (set `intel_data` to such a corpus)")
+        self.valid = PhonemeSampler(data, "valid", 1234, max_seconds)
+
+    def to(self, device: torch.device) -> IntelligibilityLoss:
+        self.recognizer.to(device)
+        return self
+
+    def __call__(self, model: nn.Module, size: int, device: torch.device, amp,
+                 sampler: PhonemeSampler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(recogniser CTC, mel L1) of a batch of decoded utterances."""
+        from .losses import mel_l1
+
+        wav, frames, labels = (sampler or self.train).batch(size)
+        wav = wav.to(device)
+        with amp:
+            out = model(wav, torch.ones(size, device=device)).float()
+        log_probs = self.recognizer(out)
+        return (ctc(log_probs.cpu(), output_frames(frames), labels),
+                mel_l1(model.mel, out, wav))
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module, device: torch.device, amp) -> dict[str, float]:
+        """Recogniser CTC on the same held-out decoded utterances every time."""
+        if not len(self.valid):
+            return {}
+        self.valid.rng = np.random.default_rng(1234)
+        loss, _ = self(model.eval(), 8, device, amp, self.valid)
+        return {"valid_intel_ctc": loss.item()}
