@@ -17,10 +17,25 @@ from typing import Any
 import torch
 
 from gacflow.bundle import layout_section, write_manifest
+from gacflow.errors import ConfigError
 from gacflow.spec import TokenLayout
 
 ENCODER_FILE = "encoder.pt"
 VALIDATION_FILE = "validation.json"  # the export's INT8 report (export/pipeline.py)
+
+
+def read_checkpoint(path: Path,
+                    needs: tuple[str, ...] = ("model", "encoder_config", "decoder_config")
+                    ) -> dict[str, Any]:
+    """A training checkpoint, or one clear error for a missing, broken or foreign file."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise ConfigError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(ck, dict) or not set(needs) <= set(ck):
+        raise ConfigError(f"{path} is not a gacflow training checkpoint "
+                          f"(needs {', '.join(needs)})")
+    return ck
 
 
 def _state_bytes(state: dict[str, torch.Tensor]) -> bytes:
@@ -66,7 +81,7 @@ def add_decoder(bundle_dir: Path, checkpoint: Path, size: str, default: bool = F
     from gacflow.errors import BundleError
 
     bundle = Bundle.load(bundle_dir)
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ck = read_checkpoint(checkpoint)
     name = bundle.manifest["codec"]["name"]
     enc_state = split_state(ck["model"], "encoder.")
     has_voice = bundle.manifest.get("voice")
@@ -117,7 +132,7 @@ def write_torch_bundle(
     `decoders` maps a size name to a checkpoint whose decoder reads this encoder's tokens;
     by default the checkpoint's own decoder becomes "small".
     """
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ck = read_checkpoint(checkpoint)
     layout = TokenLayout()
     enc_state = split_state(ck["model"], "encoder.")
     if out.exists():
@@ -126,8 +141,7 @@ def write_torch_bundle(
     torch.save(enc_state, out / ENCODER_FILE)
     dec_entries = {}
     for size, path in (decoders or {default_decoder: checkpoint}).items():
-        dck = ck if Path(path) == Path(checkpoint) else torch.load(
-            path, map_location="cpu", weights_only=False)
+        dck = ck if Path(path) == Path(checkpoint) else read_checkpoint(path)
         dec_entries[size] = _write_decoder(out, size, dck)
     for fname, src in (extra_files or {}).items():
         shutil.copy(src, out / fname)

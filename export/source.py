@@ -19,7 +19,7 @@ from gacflow.model.decoder import Decoder
 from gacflow.model.encoder import Encoder
 from gacflow.spec import TokenLayout
 
-from .bundle_writer import split_state
+from .bundle_writer import read_checkpoint, split_state
 
 
 @dataclass
@@ -37,17 +37,8 @@ class ExportSource:
     voice: dict[str, Any] | None = None  # the manifest's voice section, if the codec has one
 
 
-def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise ConfigError(f"cannot read checkpoint {path}: {exc}") from exc
-
-
 def from_checkpoint(path: Path, name: str = "gacflow-base") -> ExportSource:
-    ck = _torch_load(path)
-    if not isinstance(ck, dict) or not {"model", "encoder_config", "decoder_config"} <= set(ck):
-        raise ConfigError(f"{path} is not a gacflow training checkpoint (needs model and configs)")
+    ck = read_checkpoint(path)
     layout = TokenLayout()
     enc = load_encoder(ck["encoder_config"], layout, split_state(ck["model"], "encoder."))
     dec = load_decoder(ck["decoder_config"], layout, split_state(ck["model"], "decoder."))

@@ -410,3 +410,22 @@ def test_intelligibility_loss_runs_a_frozen_recogniser_on_decoded_speech(
         cfg.write_text(f'recognizer = "{bad}"\nintel_weight = 1.0\n' + tiny_codec(3))
         assert train_cli(["fit", "--data", str(corpus), "--config", str(cfg),
                           "--run", str(tmp_path / "bad")]) == 2
+
+
+def test_a_missing_broken_or_foreign_checkpoint_is_one_clear_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from gacflow.bundle import DEFAULT_BUNDLE
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE, bundle)
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    torch.save({"weights": 1}, tmp_path / "foreign.pt")
+    for name in ("missing.pt", "broken.pt", "foreign.pt"):
+        ck = str(tmp_path / name)
+        assert train_cli(["bundle", ck, "--out", str(tmp_path / "out")]) == 2
+        assert train_cli(["add-decoder", ck, "--bundle", str(bundle), "--size", "x"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("gacflow-train: error:") == 2 and "Traceback" not in err
+    assert Bundle.load(bundle).manifest == Bundle.load(DEFAULT_BUNDLE).manifest

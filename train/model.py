@@ -82,4 +82,6 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    from gacflow.export.bundle_writer import read_checkpoint
+
+    return read_checkpoint(path, ("model",))

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gacflow.errors import ConfigError
+from gacflow.export.bundle_writer import read_checkpoint
 from gacflow.model.features import LogMel
 
 from .augment import apply as apply_augment
@@ -95,7 +96,7 @@ def fit_recognizer(data: Path, out: Path, steps: int, batch: int = 12, lr: float
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     step, log = 0, []
     if out.exists():
-        ck = torch.load(out, map_location="cpu", weights_only=False)
+        ck = read_checkpoint(out, ("model", "opt", "step", "log"))
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step, log = ck["step"], ck["log"]
@@ -158,11 +159,7 @@ def save_recognizer(path: Path, model: PhonemeRecognizer, opt, step: int, log: l
 
 def load_recognizer(path: str | Path) -> PhonemeRecognizer:
     """The frozen recogniser for the intelligibility loss."""
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError) as exc:
-        raise ConfigError(f"recogniser {path}: {exc} (train one with "
-                          "`gacflow-train recognizer`)") from exc
+    ck = read_checkpoint(Path(path), ("model", "dims"))
     model = PhonemeRecognizer(**ck["dims"])
     model.load_state_dict(ck["model"])
     model.eval().requires_grad_(False)
