@@ -28,15 +28,19 @@ from .augment import apply as apply_augment
 from .ctc import BLANK, VOCAB, PhonemeSampler, ctc
 
 HOP_PER_OUTPUT = 2  # 100 Hz mel frames per output frame (50 Hz)
-AUGMENT = ("gain", "eq", "noise")  # length-preserving, so labels and padding stay put
+# Length-preserving, so labels and padding stay put; pitch (which moves formants too) and
+# EQ make the recogniser indifferent to who speaks, so its gradient asks the decoder for
+# phones, not for the synthetic voices it was trained on.
+AUGMENT = ("gain", "pitch", "eq", "noise")
 
 
 class PhonemeRecognizer(nn.Module):
     """Waveform [B, N] -> phoneme log-probabilities [B, N / 320, VOCAB] (50 Hz)."""
 
-    def __init__(self, dim: int = 256, hidden: int = 192) -> None:
+    def __init__(self, dim: int = 256, hidden: int = 192, utterance_mean: bool = False) -> None:
         super().__init__()
-        self.dims = {"dim": dim, "hidden": hidden}
+        self.dims = {"dim": dim, "hidden": hidden, "utterance_mean": utterance_mean}
+        self.utterance_mean = utterance_mean
         self.mel = LogMel()
         self.register_buffer("mel_mean", torch.zeros(80))
         self.register_buffer("mel_std", torch.ones(80))
@@ -45,8 +49,22 @@ class PhonemeRecognizer(nn.Module):
         self.rnn = nn.GRU(dim, hidden, num_layers=2, batch_first=True, bidirectional=True)
         self.out = nn.Linear(2 * hidden, VOCAB)
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        x = ((self.mel(wav) - self.mel_mean) / self.mel_std).transpose(1, 2)
+    def features(self, wav: torch.Tensor,
+                 token_frames: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-mel [B, T, 80]; with utterance_mean, each utterance's own mean over its
+        token_frames (its length before zero padding) is removed: the speaker's and the
+        channel's long-term spectrum, which say nothing about the phones."""
+        mel = self.mel(wav)
+        if not self.utterance_mean:
+            return mel
+        n = mel.shape[1]
+        lengths = torch.full((len(mel),), n) if token_frames is None else token_frames * 4
+        mask = (torch.arange(n)[None, :] < lengths.to(mel.device)[:, None]).to(mel.dtype)
+        mean = (mel * mask[..., None]).sum(1) / mask.sum(1).clamp(min=1)[:, None]
+        return (mel - mean[:, None, :]) * mask[..., None]
+
+    def forward(self, wav: torch.Tensor, token_frames: torch.Tensor | None = None) -> torch.Tensor:
+        x = ((self.features(wav, token_frames) - self.mel_mean) / self.mel_std).transpose(1, 2)
         x = F.gelu(self.down(F.gelu(self.inp(x)))).transpose(1, 2)
         x, _ = self.rnn(x)
         return self.out(x).log_softmax(-1)
@@ -92,7 +110,7 @@ def fit_recognizer(data: Path, out: Path, steps: int, batch: int = 12, lr: float
         raise ConfigError(f"{data}/corpus.json lists no training files with phonemes "
                           "(build it from `gacflow-train synth` folders)")
     valid_set = PhonemeSampler(data, "valid", 1234, max_seconds)
-    model = PhonemeRecognizer()
+    model = PhonemeRecognizer(utterance_mean=True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     step, log = 0, []
     if out.exists():
@@ -102,8 +120,8 @@ def fit_recognizer(data: Path, out: Path, steps: int, batch: int = 12, lr: float
         step, log = ck["step"], ck["log"]
     else:
         with torch.no_grad():
-            wav, _, _ = train_set.batch(32)
-            mel = model.mel(wav)
+            wav, frames, _ = train_set.batch(32)
+            mel = model.features(wav, frames)
             model.mel_mean.copy_(mel.mean(dim=(0, 1)))
             model.mel_std.copy_(mel.std(dim=(0, 1)).clamp(min=0.1))
     rng = np.random.default_rng(seed + step)
@@ -116,7 +134,7 @@ def fit_recognizer(data: Path, out: Path, steps: int, batch: int = 12, lr: float
             g["lr"] = lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * (1 - step / steps))
         wav, frames, labels = train_set.batch(batch)
         wav = torch.from_numpy(apply_augment(wav.numpy(), AUGMENT, rng, wav.shape[1]))
-        loss = ctc(model(wav.float()), output_frames(frames), labels)
+        loss = ctc(model(wav.float(), frames), output_frames(frames), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -145,7 +163,7 @@ def phone_error_rate(model: PhonemeRecognizer, sampler: PhonemeSampler,
     with torch.no_grad():
         for _ in range(0, utterances, 8):
             wav, frames, labels = sampler.batch(8)
-            e, t = greedy_errors(model(wav), output_frames(frames), labels)
+            e, t = greedy_errors(model(wav, frames), output_frames(frames), labels)
             errors, total = errors + e, total + t
     return errors / max(1, total)
 
@@ -193,7 +211,7 @@ class IntelligibilityLoss:
         wav = wav.to(device)
         with amp:
             out = model(wav, torch.ones(size, device=device)).float()
-        log_probs = self.recognizer(out)
+        log_probs = self.recognizer(out, frames.to(device))
         return (ctc(log_probs.cpu(), output_frames(frames), labels),
                 mel_l1(model.mel, out, wav))
 
