@@ -141,6 +141,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         if opt_d is not None and "opt_d" in ck:
             opt_d.load_state_dict(ck["opt_d"])
     sampler.rng = np.random.default_rng(cfg.seed + step)
+    if intel is not None:  # a resumed run draws new utterances, not the first ones again
+        intel.train.rng = np.random.default_rng(cfg.seed + 13 + step)
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     log = open(run_dir / "log.jsonl", "a")
     rng = np.random.default_rng(cfg.seed + 7 + step)
