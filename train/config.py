@@ -32,6 +32,7 @@ class TrainConfig:
     recognizer: str = ""  # frozen phoneme recogniser (`gacflow-train recognizer`)
     intel_weight: float = 0.0  # its CTC on decoded utterances (intelligibility loss)
     intel_batch: int = 2  # whole utterances per step for it
+    intel_mel_weight: float = 0.0  # mel distance of those decoded utterances
     intel_data: str = ""  # corpus with phonemes for it (default: `data`)
     intel_seconds: float = 6.0  # longest utterance it decodes
     freeze_encoder: bool = False  # train a decoder for an existing encoder's tokens

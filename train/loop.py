@@ -167,7 +167,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
             rec["ctc"] = l_ctc.item()
         if intel is not None:
             l_int, l_int_mel = intel(model, cfg.intel_batch, device, amp)
-            loss = loss + cfg.intel_weight * l_int + cfg.mel_weight * l_int_mel
+            loss = loss + cfg.intel_weight * l_int + cfg.intel_mel_weight * l_int_mel
             rec.update(intel_ctc=l_int.item(), intel_mel=l_int_mel.item())
         gan = disc is not None and step >= cfg.gan_start
         if gan:

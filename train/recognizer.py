@@ -185,9 +185,9 @@ def load_recognizer(path: str | Path) -> PhonemeRecognizer:
 
 
 class IntelligibilityLoss:
-    """CTC of the frozen recogniser on *decoded* whole utterances (275 mode), plus their
-    mel distance so the phones are not bought with artefacts the discriminators never see
-    (the utterances may come from another corpus than the adversarial crops)."""
+    """CTC of the frozen recogniser on *decoded* whole utterances (275 mode), and their mel
+    distance (`intel_mel_weight`: keeps the phones from being bought with artefacts the
+    discriminators never see, but also pulls the decoder toward those voices)."""
 
     def __init__(self, recognizer: str | Path, data: Path, seed: int,
                  max_seconds: float) -> None:
