@@ -23,9 +23,11 @@ from torch import nn
 from gacflow.errors import ConfigError
 from gacflow.export.bundle_writer import read_checkpoint
 from gacflow.model.features import LogMel
+from gacflow.spec import MELS_PER_TOKEN, N_MELS
 
 from .augment import apply as apply_augment
 from .ctc import BLANK, VOCAB, PhonemeSampler, ctc
+from .losses import mel_l1
 
 HOP_PER_OUTPUT = 2  # 100 Hz mel frames per output frame (50 Hz)
 # Length-preserving, so labels and padding stay put; pitch (which moves formants too) and
@@ -42,23 +44,24 @@ class PhonemeRecognizer(nn.Module):
         self.dims = {"dim": dim, "hidden": hidden, "utterance_mean": utterance_mean}
         self.utterance_mean = utterance_mean
         self.mel = LogMel()
-        self.register_buffer("mel_mean", torch.zeros(80))
-        self.register_buffer("mel_std", torch.ones(80))
-        self.inp = nn.Conv1d(80, dim, 5, padding=2)
+        self.register_buffer("mel_mean", torch.zeros(N_MELS))
+        self.register_buffer("mel_std", torch.ones(N_MELS))
+        self.inp = nn.Conv1d(N_MELS, dim, 5, padding=2)
         self.down = nn.Conv1d(dim, dim, 5, stride=HOP_PER_OUTPUT, padding=2)
         self.rnn = nn.GRU(dim, hidden, num_layers=2, batch_first=True, bidirectional=True)
         self.out = nn.Linear(2 * hidden, VOCAB)
 
     def features(self, wav: torch.Tensor,
                  token_frames: torch.Tensor | None = None) -> torch.Tensor:
-        """Log-mel [B, T, 80]; with utterance_mean, each utterance's own mean over its
+        """Log-mel [B, T, N_MELS]; with utterance_mean, each utterance's own mean over its
         token_frames (its length before zero padding) is removed: the speaker's and the
         channel's long-term spectrum, which say nothing about the phones."""
         mel = self.mel(wav)
         if not self.utterance_mean:
             return mel
         n = mel.shape[1]
-        lengths = torch.full((len(mel),), n) if token_frames is None else token_frames * 4
+        lengths = (torch.full((len(mel),), n) if token_frames is None
+                   else token_frames * MELS_PER_TOKEN)
         mask = (torch.arange(n)[None, :] < lengths.to(mel.device)[:, None]).to(mel.dtype)
         mean = (mel * mask[..., None]).sum(1) / mask.sum(1).clamp(min=1)[:, None]
         return (mel - mean[:, None, :]) * mask[..., None]
@@ -72,7 +75,7 @@ class PhonemeRecognizer(nn.Module):
 
 def output_frames(token_frames: torch.Tensor) -> torch.Tensor:
     """Recogniser frames of an utterance of so many token frames (40 ms -> 2 x 20 ms)."""
-    return token_frames * 2
+    return token_frames * (MELS_PER_TOKEN // HOP_PER_OUTPUT)
 
 
 def greedy_errors(log_probs: torch.Tensor, frames: torch.Tensor,
@@ -205,8 +208,6 @@ class IntelligibilityLoss:
     def __call__(self, model: nn.Module, size: int, device: torch.device, amp,
                  sampler: PhonemeSampler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(recogniser CTC, mel L1) of a batch of decoded utterances."""
-        from .losses import mel_l1
-
         wav, frames, labels = (sampler or self.train).batch(size)
         wav = wav.to(device)
         with amp:
