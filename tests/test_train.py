@@ -146,6 +146,44 @@ def test_a_sentence_the_engine_cannot_speak_is_skipped_and_replaced(tmp_path: Pa
         build_synthetic(tmp_path / "none", 3, engine=_FailsOnSome(set(texts)), texts=texts)
 
 
+def test_espeak_speaks_other_languages_from_their_fortunes(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Phone-level training signals need more than English: `--language ru` takes Debian's
+    fortunes-ru sentences (any script), speaks them with Russian espeak-ng voices, and the
+    .phn files hold no "(en)" language-switch markers; a language without its fortunes, an
+    unknown one, or a non-espeak engine is one clear error."""
+    import shutil
+
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng not installed")
+    from gacflow.errors import ConfigError
+    from gacflow.train import synth
+
+    fortunes = tmp_path / "fortunes"
+    (fortunes / "ru").mkdir(parents=True)
+    (fortunes / "ru" / "book").write_text(
+        "Кто рано встаёт, тому бог подаёт.\n%\nТише едешь, дальше будешь, друг мой.\n%\n"
+        "Short English line in the middle of it.\n%\nhttp://example.org\n%\n")
+    (fortunes / "ru" / "off").mkdir()
+    (fortunes / "ru" / "off" / "rude").write_text("Это не должно попасть в набор никогда.\n")
+    monkeypatch.setattr(synth, "FORTUNES", fortunes)
+    texts = synth.fortune_texts(6, seed=0, language="ru")
+    assert set(texts) == {"Кто рано встаёт, тому бог подаёт.",
+                          "Тише едешь, дальше будешь, друг мой.",
+                          "Short English line in the middle of it."}
+    m = synth.build_synthetic(tmp_path / "out", 2, seed=1, language="ru")
+    assert m["language"] == "ru" and all(it["voice"].startswith("ru+") for it in m["items"])
+    for phn in (tmp_path / "out").rglob("*.phn"):
+        assert phn.read_text().strip() and "(" not in phn.read_text()
+    assert "(" not in synth.phonemes("Hola amigo, guten Tag.", "ru")
+    with pytest.raises(ConfigError, match="fortunes-de"):
+        synth.fortune_texts(3, seed=0, language="de")
+    with pytest.raises(ConfigError, match="unknown language"):
+        synth.make_engine("espeak", language="xx")
+    with pytest.raises(ConfigError, match="English only"):
+        synth.make_engine("festival", language="ru")
+
+
 def test_spare_sentences_do_not_change_the_texts_of_earlier_sets() -> None:
     from gacflow.train.synth import fortune_texts
 

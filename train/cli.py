@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gacflow.errors import GacflowError
 
-from .synth import ENGINES
+from .synth import ENGINES, LANGUAGES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--count", type=int, default=2000)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1, help="Kokoro inference threads")
+    s.add_argument("--language", choices=LANGUAGES, default="en",
+                   help="espeak-ng only: text and voice language (needs Debian's "
+                        "fortunes-LANG for its sentences)")
     s.add_argument("--exclude", nargs="*", default=[], metavar="DIR",
                    help="earlier synth folders whose sentences must not recur (e.g. the WER "
                         "evaluation set, when generating training data)")
@@ -76,11 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "synth":
             from .synth import build_synthetic, excluded_texts
 
-            out = args.out or ("data/synth-en" if args.engine == "espeak"
+            out = args.out or (f"data/synth-{args.language}" if args.engine == "espeak"
                                else f"data/synth-en-{args.engine}")
             exclude = excluded_texts([Path(d) for d in args.exclude])
             m = build_synthetic(Path(out), args.count, args.seed, args.engine,
-                                threads=args.threads, exclude=exclude)
+                                threads=args.threads, exclude=exclude,
+                                language=args.language)
             print(f"{len(m['items'])} utterances in {out}")
         elif args.cmd == "fit":
             from .config import TrainConfig

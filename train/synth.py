@@ -1,11 +1,13 @@
-"""Synthetic English speech with known text and phonemes, for training and WER.
+"""Synthetic speech with known text and phonemes, for training and WER.
 
 Two synthesizers write the same layout, `<out>/<voice>/<id>.wav` (16 kHz mono) with
 `<id>.txt` (text) and `<id>.phn` (espeak-ng phonemes) plus a `synth.json` manifest, so a
 folder works both as training data and as an eval set with transcripts:
 
 - `espeak` (default): robotic but instant, exact phonemes, many male/female variants to widen
-  the speaker range that three recorded voices cannot give.
+  the speaker range that three recorded voices cannot give; English by default, or any
+  language Debian ships fortunes for (`language`), so phone-level training signals are
+  not English-only.
 - `kokoro` (`synth_kokoro.py`): natural-sounding neural TTS (Kokoro-82M, int8 ONNX), about
   real time on CPU; the eval set for a meaningful ASR word error rate.
 - `festival` (`synth_festival.py`): Debian's festival with a female HTS and a male diphone
@@ -32,6 +34,10 @@ from gacflow.spec import SAMPLE_RATE
 ENGINES = ("espeak", "kokoro", "festival")
 FORTUNES = Path("/usr/share/games/fortunes")
 VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp")
+# Languages other than English: Debian's fortunes-<lang> folders (fortunes-it and -br are
+# left out: they also drop files into the English folder and would change English sets).
+LANGUAGES = ("en", "es", "de", "ru", "pl", "cs")
+PUNCTUATION = set(" ,.;:'?!-")
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m7", "f1", "f2", "f3", "f4")
 FALLBACK_TEXTS = (
     "The quick brown fox jumps over the lazy dog.",
@@ -56,10 +62,13 @@ def espeak() -> str:
 
 
 def fortune_texts(limit: int, seed: int, words: tuple[int, int] = (4, 30),
-                  exclude: frozenset[str] = frozenset(), spare: int = 0) -> list[str]:
+                  exclude: frozenset[str] = frozenset(), spare: int = 0,
+                  language: str = "en") -> list[str]:
     """`limit` + `spare` sentences of `words` (min, max) words from Debian's fortunes, else a
     built-in list; sentences in `exclude` (another set's texts, e.g. the WER evaluation set)
     are left out. Spares stand in for sentences an engine cannot render."""
+    if language != "en":
+        return _foreign_texts(limit + spare, seed, words, exclude, language)
     lo, hi = words
     texts = []
     for f in sorted(FORTUNES.glob("*")) if FORTUNES.is_dir() else []:
@@ -81,6 +90,31 @@ def fortune_texts(limit: int, seed: int, words: tuple[int, int] = (4, 30),
     if not texts:
         raise ConfigError("every candidate sentence is excluded")
     return _cycled(texts, limit + spare)
+
+
+def _foreign_texts(n: int, seed: int, words: tuple[int, int], exclude: frozenset[str],
+                   language: str) -> list[str]:
+    """Sentences of Debian's fortunes-<language> (letters of any script and plain
+    punctuation only; the offensive sections left out), shuffled with `seed`."""
+    if language not in LANGUAGES:
+        raise ConfigError(f"unknown language {language!r} (choose from {', '.join(LANGUAGES)})")
+    folder = FORTUNES / language
+    lo, hi = words
+    texts = []
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and "off" not in f.parts
+                   and f.suffix not in (".dat", ".u8")) if folder.is_dir() else []
+    for f in files:
+        for chunk in f.read_text(errors="ignore").split("\n%\n"):
+            line = " ".join(chunk.split()).split(" -- ")[0]
+            if (lo <= len(line.split()) <= hi and is_prose(line)
+                    and all(c.isalpha() or c in PUNCTUATION for c in line)):
+                texts.append(line)
+    texts = sorted(set(texts) - exclude)
+    if not texts:
+        raise ConfigError(f"no {language} sentences in {folder} "
+                          f"(apt-get install fortunes-{language})")
+    random.Random(seed).shuffle(texts)
+    return _cycled(texts, n)
 
 
 def is_prose(line: str) -> bool:
@@ -126,7 +160,8 @@ def phonemes(text: str, voice: str) -> str:
                          capture_output=True, text=True)
     if run.returncode != 0 or not run.stdout.split():
         raise RenderError(f"espeak-ng ({voice}) gave no phonemes for {text!r}")
-    return " ".join(run.stdout.split())
+    # "(en)" / "(ru)" mark a switch of language for a foreign word: not phonemes
+    return " ".join(re.sub(r"\([a-z-]+\)", "", run.stdout).split())
 
 
 class Engine(Protocol):
@@ -154,10 +189,16 @@ class EspeakEngine:
 
     name = "espeak-ng"
     words = (4, 30)
-    manifest = {"licence": "generated (espeak-ng GPL-3 program; output unrestricted)"}
+
+    def __init__(self, language: str = "en") -> None:
+        self.language = language
+        self.voices = VOICES if language == "en" else (language,)
+        self.manifest = {"licence": "generated (espeak-ng GPL-3 program; output unrestricted)"}
+        if language != "en":
+            self.manifest["language"] = language
 
     def plan(self, index: int, rng: random.Random) -> dict:
-        voice = f"{rng.choice(VOICES)}+{rng.choice(VARIANTS)}"
+        voice = f"{rng.choice(self.voices)}+{rng.choice(VARIANTS)}"
         return {"voice": voice, "speed": rng.randint(130, 190), "pitch": rng.randint(25, 75)}
 
     def render(self, text: str, plan: dict) -> np.ndarray:
@@ -167,11 +208,17 @@ class EspeakEngine:
         return plan["voice"]
 
 
-def make_engine(name: str, threads: int = 1) -> Engine:
-    """`espeak`, `kokoro` or `festival` (ConfigError saying what to install when missing)."""
+def make_engine(name: str, threads: int = 1, language: str = "en") -> Engine:
+    """`espeak`, `kokoro` or `festival` (ConfigError saying what to install when missing);
+    only espeak-ng speaks languages other than English."""
+    if language not in LANGUAGES:
+        raise ConfigError(f"unknown language {language!r} (choose from {', '.join(LANGUAGES)})")
+    if language != "en" and name != "espeak":
+        raise ConfigError(f"the {name} voices speak English only; use --engine espeak "
+                          f"for {language}")
     if name == "espeak":
         espeak()
-        return EspeakEngine()
+        return EspeakEngine(language)
     if name == "kokoro":
         from .synth_kokoro import KokoroEngine
 
@@ -189,7 +236,7 @@ def _cycled(texts: list[str], n: int) -> list[str]:
 
 def build_synthetic(out: Path, count: int, seed: int = 0, engine: str | Engine = "espeak",
                     texts: list[str] | None = None, threads: int = 1,
-                    exclude: frozenset[str] = frozenset()) -> dict:
+                    exclude: frozenset[str] = frozenset(), language: str = "en") -> dict:
     """Write `count` utterances (resumable: finished ones are kept); returns the manifest.
 
     `texts` overrides the fortune sentences (cycled to `count`); the same seed gives the
@@ -199,7 +246,7 @@ def build_synthetic(out: Path, count: int, seed: int = 0, engine: str | Engine =
     """
     from tqdm import tqdm
 
-    eng = make_engine(engine, threads) if isinstance(engine, str) else engine
+    eng = make_engine(engine, threads, language) if isinstance(engine, str) else engine
     espeak()  # the .phn files need it whatever the engine
     max_skips = max(20, count // 20)
     if texts is not None:
@@ -207,7 +254,8 @@ def build_synthetic(out: Path, count: int, seed: int = 0, engine: str | Engine =
             raise ConfigError("no texts to synthesize")
         pool = _cycled(texts, count + max_skips)
     else:  # a prefix of the longer list: sets made before substitution keep their texts
-        pool = fortune_texts(count, seed, eng.words, exclude, spare=max_skips)
+        pool = fortune_texts(count, seed, eng.words, exclude, spare=max_skips,
+                             language=getattr(eng, "language", "en"))
     candidates = iter(pool)
     rng = random.Random(seed)
     items: list[dict] = []
