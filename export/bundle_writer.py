@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from gacflow.bundle import layout_section, write_manifest
+from gacflow.bundle import layout_section, manifest_extras, write_manifest
 from gacflow.errors import ConfigError
 from gacflow.spec import TokenLayout
 
@@ -102,9 +102,7 @@ def add_decoder(bundle_dir: Path, checkpoint: Path, size: str, default: bool = F
     model["decoders"][size] = _write_decoder(root, size, ck)
     if default:
         model["default_decoder"] = size
-    extra = {k: v for k, v in manifest.items()
-             if k not in ("format", "codec", "content_hash", "signal", "token_layout", "model",
-                          "files")}
+    extra = manifest_extras(manifest)
     if voice is not None:
         # the first voice decoder brings the basis: streams now carry a code, so the codec
         # id changes (the same encoder, its INT8 files and their report stay valid)

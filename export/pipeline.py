@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gacflow.bundle import MANIFEST, Bundle, write_manifest
+from gacflow.bundle import MANIFEST, Bundle, manifest_extras, write_manifest
 from gacflow.errors import ConfigError
 from gacflow.fsq import latent_to_tokens
 from gacflow.spec import TokenLayout
@@ -171,9 +171,7 @@ def _run_export(src: ExportSource, out: Path, opts: ExportOptions, bar) -> dict[
     report["codec_id"] = bundle.codec_id
     (out / VALIDATION_FILE).write_text(json.dumps(report, indent=2) + "\n")
     m = json.loads((out / MANIFEST).read_text())
-    extra = {k: v for k, v in m.items()
-             if k not in ("format", "codec", "content_hash", "signal", "token_layout",
-                          "model", "files")}
+    extra = manifest_extras(m)
     write_manifest(out, m["codec"]["name"], m["codec"]["id"], bundle.layout, m["model"], extra)
     Bundle.load(out)  # the final bundle verifies
     report["table"] = format_report(report)

@@ -186,6 +186,17 @@ def _check_manifest(root: Path, m: Any) -> None:
             raise BundleError(f"bundle {root}: {exc}") from exc
 
 
+# The sections write_manifest computes itself; anything else in a manifest (e.g. the voice
+# basis) is carried over when a bundle is rewritten.
+MANIFEST_OWN_KEYS = ("format", "codec", "content_hash", "signal", "token_layout", "model",
+                     "files")
+
+
+def manifest_extras(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The sections of `manifest` that write_manifest does not compute (pass as `extra`)."""
+    return {k: v for k, v in manifest.items() if k not in MANIFEST_OWN_KEYS}
+
+
 def write_manifest(
     root: Path,
     codec_name: str,
