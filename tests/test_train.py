@@ -411,6 +411,37 @@ def test_phoneme_ctc_trains_from_the_codes_and_validates(tmp_path: Path,
                       str(tmp_path / "ctc.toml"), "--run", str(tmp_path / "run2")]) == 2
 
 
+def test_pitch_auxiliary_reads_f0_from_the_codes(tmp_path: Path, speech: np.ndarray) -> None:
+    """The YIN targets find a tone's F0 within a cent and call silence unvoiced; a codec
+    config with pitch_weight trains a head on the codes, logs its loss and held-out cents
+    error, and the head stays a training-only part (the bundle still decodes)."""
+    import json
+
+    from gacflow.bundle import Bundle
+    from gacflow.model import Codec
+    from gacflow.train.pitch import f0_targets
+
+    t = np.arange(16000) / 16000
+    tones = np.stack([0.3 * np.sin(2 * np.pi * f * t) for f in (110.0, 220.0, 330.0)])
+    log_f0, voiced = f0_targets(torch.tensor(tones, dtype=torch.float32))
+    cents = 1200 * (log_f0[:, 2:-2] - torch.log2(torch.tensor([[110.0], [220.0], [330.0]])))
+    assert cents.abs().max() < 1 and voiced[:, 2:-2].all()
+    assert not f0_targets(torch.zeros(1, 16000))[1].any()
+
+    phoneme_corpus(tmp_path / "corpus", tmp_path / "synth", speech)
+    (tmp_path / "p.toml").write_text("pitch_weight = 1.0\n" + tiny_codec(3))
+    run = tmp_path / "run"
+    assert train_cli(["fit", "--data", str(tmp_path / "corpus"), "--config",
+                      str(tmp_path / "p.toml"), "--run", str(run)]) == 0
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert np.isfinite(log[-1]["pitch"]) and np.isfinite(log[-1]["valid_pitch_cents"])
+    ck = torch.load(run / "ckpt.pt", weights_only=False)
+    assert any(k.startswith("pitch_head.") for k in ck["model"])
+    assert train_cli(["bundle", str(run / "ckpt.pt"), "--out", str(tmp_path / "b")]) == 0
+    codec = Codec.from_bundle(Bundle.load(tmp_path / "b").root)
+    assert np.isfinite(codec.decode(codec.encode(speech[:16000]))).all()
+
+
 def test_intelligibility_loss_runs_a_frozen_recogniser_on_decoded_speech(
         tmp_path: Path, speech: np.ndarray) -> None:
     """`gacflow-train recognizer` trains (and resumes) a phoneme recogniser on a corpus with

@@ -29,6 +29,7 @@ class TrainConfig:
     disc_lr: float = 2e-4
     ctc_weight: float = 0.0  # phoneme CTC from the codes (needs corpus files with phonemes)
     ctc_batch: int = 4  # whole utterances per step for the CTC loss
+    pitch_weight: float = 0.0  # F0 + voicing read from the codes (pitch.py)
     recognizer: str = ""  # frozen phoneme recogniser (`gacflow-train recognizer`)
     intel_weight: float = 0.0  # its CTC on decoded utterances (intelligibility loss)
     intel_batch: int = 2  # whole utterances per step for it

@@ -24,6 +24,7 @@ from .config import TrainConfig
 from .ctc import PhonemeHead, PhonemeSampler, ctc
 from .losses import mel_l1, multi_resolution_stft
 from .model import CodecModel, init_state, load_checkpoint, load_grown, save_checkpoint
+from .pitch import PitchHead, cents_error, f0_targets, pitch_loss
 from .recognizer import IntelligibilityLoss
 from .voice import batch_voice, load_spec
 
@@ -99,6 +100,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     valid_phonemes = None  # held-out utterances with phonemes (corpus --valid-extra)
     if phonemes is not None and len(held := PhonemeSampler(data, "valid", 1234)):
         valid_phonemes = held
+    if cfg.pitch_weight > 0:
+        model.pitch_head = PitchHead(len(model.layout.all_levels))
     intel = intelligibility(cfg, data)
     disc = Discriminators() if cfg.gan_start >= 0 else None
     step = 0
@@ -165,6 +168,12 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
             l_ctc = ctc_step(model, phonemes, cfg.ctc_batch, device, amp)
             loss = loss + cfg.ctc_weight * l_ctc
             rec["ctc"] = l_ctc.item()
+        if cfg.pitch_weight > 0:
+            with amp:
+                guess = model.pitch_head(model.codes(wav))
+            l_pitch = pitch_loss(guess, *f0_targets(wav))
+            loss = loss + cfg.pitch_weight * l_pitch
+            rec["pitch"] = l_pitch.item()
         if intel is not None:
             l_int, l_int_mel = intel(model, cfg.intel_batch, device, amp)
             loss = loss + cfg.intel_weight * l_int + cfg.intel_mel_weight * l_int_mel
@@ -197,6 +206,10 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
                 with torch.no_grad():
                     rec["valid_ctc"] = ctc_step(model.eval(), valid_phonemes, 8, device,
                                                 amp).item()
+            if cfg.pitch_weight > 0:
+                with torch.no_grad():
+                    guess = model.pitch_head(model.codes(valid.to(device))).float()
+                rec["valid_pitch_cents"] = cents_error(guess, *f0_targets(valid.to(device)))
             if intel is not None:
                 rec.update(intel.validate(model, device, amp))
         if step % 10 == 0 or "valid_mel_275" in rec:
