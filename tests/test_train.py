@@ -166,7 +166,10 @@ def test_espeak_speaks_other_languages_from_their_fortunes(tmp_path: Path,
         "Short English line in the middle of it.\n%\nhttp://example.org\n%\n")
     (fortunes / "ru" / "off").mkdir()
     (fortunes / "ru" / "off" / "rude").write_text("Это не должно попасть в набор никогда.\n")
+    (fortunes / "wisdom").write_text("An English line of plain words.\n%\n")
+    (fortunes / "italia").write_text("Una frase italiana senza accenti qui.\n%\n")  # -it pack
     monkeypatch.setattr(synth, "FORTUNES", fortunes)
+    assert set(synth.fortune_texts(3, seed=0)) == {"An English line of plain words."}
     texts = synth.fortune_texts(6, seed=0, language="ru")
     assert set(texts) == {"Кто рано встаёт, тому бог подаёт.",
                           "Тише едешь, дальше будешь, друг мой.",

@@ -34,9 +34,13 @@ from gacflow.spec import SAMPLE_RATE
 ENGINES = ("espeak", "kokoro", "festival")
 FORTUNES = Path("/usr/share/games/fortunes")
 VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp")
-# Languages other than English: Debian's fortunes-<lang> folders (fortunes-it and -br are
-# left out: they also drop files into the English folder and would change English sets).
+# Languages other than English: Debian's fortunes-<lang> folders.
 LANGUAGES = ("en", "es", "de", "ru", "pl", "cs")
+# fortunes-it and fortunes-br also put these files in the English folder; the English
+# reader skips them, so installing those packs never changes an English set.
+NOT_ENGLISH = frozenset({"adams", "banner", "computer", "definizioni", "formiche", "italia",
+                         "itatrek", "jackfr", "leggi", "luke", "luttazzi", "norm",
+                         "paolotedeschi", "zuse", "brasil"})
 PUNCTUATION = set(" ,.;:'?!-")
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m7", "f1", "f2", "f3", "f4")
 FALLBACK_TEXTS = (
@@ -72,7 +76,7 @@ def fortune_texts(limit: int, seed: int, words: tuple[int, int] = (4, 30),
     lo, hi = words
     texts = []
     for f in sorted(FORTUNES.glob("*")) if FORTUNES.is_dir() else []:
-        if f.suffix or not f.is_file():
+        if f.suffix or not f.is_file() or f.name in NOT_ENGLISH:
             continue
         for chunk in f.read_text(errors="ignore").split("\n%\n"):
             line = " ".join(chunk.split()).split(" -- ")[0]  # drop "-- Author" attributions
