@@ -159,7 +159,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         enh = torch.from_numpy((rng.random(cfg.batch) >= cfg.enh_drop).astype(np.float32))
         cond = None if voice is None else batch_voice(wav, voice, cfg.voice_drop, rng)
         with amp:
-            out = model(wav, enh.to(device), cond).float()
+            codes = model.codes(wav)
+            out = model.decode(codes, enh.to(device), cond).float()
         l_mel = mel_l1(model.mel, out, wav)
         l_stft = multi_resolution_stft(out, wav)
         loss = cfg.mel_weight * l_mel + cfg.stft_weight * l_stft
@@ -170,7 +171,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
             rec["ctc"] = l_ctc.item()
         if cfg.pitch_weight > 0:
             with amp:
-                guess = model.pitch_head(model.codes(wav))
+                guess = model.pitch_head(codes)
             l_pitch = pitch_loss(guess, *f0_targets(wav))
             loss = loss + cfg.pitch_weight * l_pitch
             rec["pitch"] = l_pitch.item()

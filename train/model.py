@@ -32,7 +32,12 @@ class CodecModel(nn.Module):
                 voice: torch.Tensor | None = None) -> torch.Tensor:
         """wav [B, N] -> reconstruction [B, N]; enh_present [B] selects 275 (1) or 175 (0);
         voice [B, V] is the crop's dequantized voice code (decoders with voice_dims)."""
-        codes = self.codes(wav)
+        return self.decode(self.codes(wav), enh_present, voice)
+
+    def decode(self, codes: torch.Tensor, enh_present: torch.Tensor,
+               voice: torch.Tensor | None = None) -> torch.Tensor:
+        """Quantized codes [B, T, D] -> reconstruction [B, N] (see forward); lets a step
+        that also reads the codes (pitch auxiliary) run the encoder once."""
         n_base = len(self.layout.base_levels)
         keep = torch.ones_like(codes)
         keep[..., n_base:] = enh_present[:, None, None]
