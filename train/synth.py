@@ -22,6 +22,7 @@ import random
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -75,13 +76,11 @@ def fortune_texts(limit: int, seed: int, words: tuple[int, int] = (4, 30),
         return _foreign_texts(limit + spare, seed, words, exclude, language)
     lo, hi = words
     texts = []
-    for f in sorted(FORTUNES.glob("*")) if FORTUNES.is_dir() else []:
-        if f.suffix or not f.is_file() or f.name in NOT_ENGLISH:
-            continue
-        for chunk in f.read_text(errors="ignore").split("\n%\n"):
-            line = " ".join(chunk.split()).split(" -- ")[0]  # drop "-- Author" attributions
-            if re.fullmatch(r"[A-Za-z ,.;:'?!-]+", line) and lo <= len(line.split()) <= hi:
-                texts.append(line)
+    files = [f for f in sorted(FORTUNES.glob("*"))  # none when fortunes is not installed
+             if not f.suffix and f.is_file() and f.name not in NOT_ENGLISH]
+    for line in _fortune_lines(files):
+        if re.fullmatch(r"[A-Za-z ,.;:'?!-]+", line) and lo <= len(line.split()) <= hi:
+            texts.append(line)
     if not texts:
         texts = [t for t in FALLBACK_TEXTS if lo <= len(t.split()) <= hi] or list(FALLBACK_TEXTS)
         if limit > len(texts):
@@ -100,25 +99,32 @@ def _foreign_texts(n: int, seed: int, words: tuple[int, int], exclude: frozenset
                    language: str) -> list[str]:
     """Sentences of Debian's fortunes-<language> (letters of any script and plain
     punctuation only; the offensive sections left out), shuffled with `seed`."""
-    if language not in LANGUAGES:
-        raise ConfigError(f"unknown language {language!r} (choose from {', '.join(LANGUAGES)})")
+    check_language(language)
     folder = FORTUNES / language
     lo, hi = words
-    texts = []
-    files = sorted(f for f in folder.rglob("*") if f.is_file() and "off" not in f.parts
+    files = sorted(f for f in folder.rglob("*") if f.is_file()
+                   and "off" not in f.relative_to(folder).parts
                    and f.suffix not in (".dat", ".u8")) if folder.is_dir() else []
-    for f in files:
-        for chunk in f.read_text(errors="ignore").split("\n%\n"):
-            line = " ".join(chunk.split()).split(" -- ")[0]
-            if (lo <= len(line.split()) <= hi and is_prose(line)
-                    and all(c.isalpha() or c in PUNCTUATION for c in line)):
-                texts.append(line)
-    texts = sorted(set(texts) - exclude)
+    texts = sorted({line for line in _fortune_lines(files)
+                    if lo <= len(line.split()) <= hi and is_prose(line)
+                    and all(c.isalpha() or c in PUNCTUATION for c in line)} - exclude)
     if not texts:
         raise ConfigError(f"no {language} sentences in {folder} "
                           f"(apt-get install fortunes-{language})")
     random.Random(seed).shuffle(texts)
     return _cycled(texts, n)
+
+
+def _fortune_lines(files: list[Path]) -> Iterator[str]:
+    """Each fortune of these files on one line, its "-- Author" attribution dropped."""
+    for f in files:
+        for chunk in f.read_text(errors="ignore").split("\n%\n"):
+            yield " ".join(chunk.split()).split(" -- ")[0]
+
+
+def check_language(language: str) -> None:
+    if language not in LANGUAGES:
+        raise ConfigError(f"unknown language {language!r} (choose from {', '.join(LANGUAGES)})")
 
 
 def is_prose(line: str) -> bool:
@@ -215,8 +221,7 @@ class EspeakEngine:
 def make_engine(name: str, threads: int = 1, language: str = "en") -> Engine:
     """`espeak`, `kokoro` or `festival` (ConfigError saying what to install when missing);
     only espeak-ng speaks languages other than English."""
-    if language not in LANGUAGES:
-        raise ConfigError(f"unknown language {language!r} (choose from {', '.join(LANGUAGES)})")
+    check_language(language)
     if language != "en" and name != "espeak":
         raise ConfigError(f"the {name} voices speak English only; use --engine espeak "
                           f"for {language}")
