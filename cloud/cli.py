@@ -168,7 +168,7 @@ def redecode(argv: list[str]) -> int:
         s = None
         for arrival, payload in archive.packets(device, name):
             try:
-                p = decode_packet(payload)
+                p = decode_packet(payload, codec.entropy)
                 s = table.session_for(device, p, started, name=name)
                 s.place(p, arrival)
             except BitstreamError:

@@ -102,7 +102,7 @@ class Receiver:
             self._archive(device, arrival, payload, None, f"codec {codec_id}")
             return
         try:
-            p = decode_packet(payload)
+            p = decode_packet(payload, self.codec.entropy)
             s, placed = self.table.route(device, p, arrival)
         except BitstreamError as exc:
             m.inc("bad_packets", device)
@@ -181,7 +181,7 @@ class Receiver:
             s = None
             for arrival, payload in self.archive.packets(device, name):
                 try:
-                    p = decode_packet(payload)
+                    p = decode_packet(payload, self.codec.entropy)
                 except BitstreamError:
                     continue
                 s = self.table.session_for(device, p, started, name=name)

@@ -52,6 +52,7 @@ class EdgeAgent:
         self.mode = bundle.layout.mode(cfg.mode)
         runtime, self.backend = open_encoder(bundle, cfg.backend, cfg.threads)
         self.encoder = StreamingEncoder(runtime, bundle.layout, self.mode, bundle.voice)
+        self.entropy = bundle.entropy if cfg.entropy_coding else None
         self.vad: FrameVad | None = None
         if cfg.dtx:
             self.vad = make_vad(cfg.vad, cfg.vad_model, cfg.vad_threshold)
@@ -68,6 +69,7 @@ class EdgeAgent:
                                 mode=self.mode.name, batch_seconds=cfg.batch_seconds)
         birth = dict(codec_id=bundle.codec_id, mode=self.mode.name,
                      batch_seconds=cfg.batch_seconds, frame_rate=FRAME_RATE, dtx=cfg.dtx,
+                     entropy_tables=(f"{self.entropy.tag:02x}" if self.entropy else None),
                      backend=self.backend, stream_id=self.stream_id)
         self.publisher = MqttPublisher(cfg, self.queue, birth)
         self._packet_log = None
@@ -88,7 +90,7 @@ class EdgeAgent:
 
     def _enqueue(self, packets: list[Packet]) -> None:
         for p in packets:
-            data = encode_packet(p)
+            data = encode_packet(p, self.entropy)
             dropped = self.queue.put(data)
             if dropped:
                 log.warning("event=queue_full dropped=%d cap=%d", dropped, self.queue.max_packets)

@@ -52,6 +52,7 @@ class EdgeConfig:
     realtime: bool = False
     pace: float = 0.0
     dtx: bool = True
+    entropy_coding: bool = True
     vad: str = "auto"
     vad_model: str = ""
     vad_threshold: float = 0.5
@@ -104,6 +105,8 @@ HELP: dict[str, str] = {
     "realtime": "read a file at real-time speed, as if it were a microphone",
     "pace": "read a file at this multiple of real time (overrides --realtime; 0 = max speed)",
     "dtx": "discontinuous transmission: mark silent frames instead of sending tokens",
+    "entropy_coding": "arithmetic-code the tokens with the bundle's entropy tables (a sixth "
+                      "fewer bits); off: plain packing, for receivers without those tables",
     "vad": "voice-activity detector: auto (silero-vad if found, else energy), silero, energy",
     "vad_model": "path to silero_vad.onnx (default: found in the installed silero-vad package)",
     "vad_threshold": "speech probability threshold of silero-vad (0-1)",

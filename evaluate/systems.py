@@ -76,7 +76,8 @@ class Ours:
 
         tokens = self.codec.encode(wav, self.mode)
         out = self.codec.decode(tokens)
-        return Coded(fit_length(out, len(wav)), len(dumps(tokens, self.width)))
+        return Coded(fit_length(out, len(wav)),
+                     len(dumps(tokens, self.width, self.codec.entropy)))
 
 
 def _run_tool(cmd: list[str]) -> None:

@@ -38,6 +38,12 @@ def read_checkpoint(path: Path,
     return ck
 
 
+def checkpoint_layout(ck: dict[str, Any]) -> TokenLayout:
+    """The token layout a checkpoint was trained with (its config's `enh_levels`)."""
+    enh = (ck.get("config") or {}).get("enh_levels")
+    return TokenLayout(enh_levels=tuple(enh)) if enh else TokenLayout()
+
+
 def _state_bytes(state: dict[str, torch.Tensor]) -> bytes:
     buf = io.BytesIO()
     for k in sorted(state):
@@ -131,7 +137,7 @@ def write_torch_bundle(
     by default the checkpoint's own decoder becomes "small".
     """
     ck = read_checkpoint(checkpoint)
-    layout = TokenLayout()
+    layout = checkpoint_layout(ck)
     enc_state = split_state(ck["model"], "encoder.")
     if out.exists():
         shutil.rmtree(out)

@@ -19,7 +19,7 @@ from gacflow.model.decoder import Decoder
 from gacflow.model.encoder import Encoder
 from gacflow.spec import TokenLayout
 
-from .bundle_writer import read_checkpoint, split_state
+from .bundle_writer import checkpoint_layout, read_checkpoint, split_state
 
 
 @dataclass
@@ -39,7 +39,7 @@ class ExportSource:
 
 def from_checkpoint(path: Path, name: str = "gacflow-base") -> ExportSource:
     ck = read_checkpoint(path)
-    layout = TokenLayout()
+    layout = checkpoint_layout(ck)
     enc = load_encoder(ck["encoder_config"], layout, split_state(ck["model"], "encoder."))
     dec = load_decoder(ck["decoder_config"], layout, split_state(ck["model"], "decoder."))
     return ExportSource(enc, dec, ck["encoder_config"], ck["decoder_config"], layout,

@@ -3,7 +3,7 @@
 Layout (big-endian, 11 bytes of header):
 
     byte 0      version:3 | mode:2 | eos:1 | dtx:1 | voice:1
-    byte 1      token width - 1:4 | reserved:4
+    byte 1      token width - 1:4 | coded:1 | reserved:3
     byte 2      stream id (0-255; a device starts a new stream per session)
     bytes 3-4   sequence number (wraps at 2**16)
     bytes 5-7   index of the first frame in the stream (wraps at 2**24, ~186 h at 25 Hz)
@@ -12,10 +12,13 @@ Layout (big-endian, 11 bytes of header):
     [voice only] code length in bytes (1-32), then the packed voice code (sdk/voice.py):
                 the stream's speaker summary, sent in a few packets per stream, not all
     [dtx only]  activity bitmap, one bit per frame (1 = speech, token follows)
-    tokens      active frames x width bits, MSB first, zero-padded to a byte
+    tokens      active frames x width bits, MSB first, zero-padded to a byte; or, when
+                coded: the entropy model's tag (1 byte), the code's length in bytes
+                (LEB128 varint), then the arithmetic code of the frames (sdk/entropy.py)
 
 A packet's length follows from its header, so packets can be concatenated (as in .gac)
-and a truncated, oversized or altered packet is detected, not misread.
+and a truncated, oversized or altered packet is detected, not misread. A packet is sent
+coded only when that is shorter; reading a coded one needs the sender's entropy model.
 """
 
 from __future__ import annotations
@@ -26,14 +29,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .entropy import EntropyModel
 from .errors import BitstreamError
-from .spec import MODE_IDS, MODE_NAMES
+from .spec import MODE_IDS, MODE_NAMES, SILENT
 
 VERSION = 1
 HEADER_BYTES = 11
 MAX_FRAMES = 0xFFFF
 MAX_VOICE_BYTES = 32
-SILENT = -1  # token value of a DTX (not transmitted) frame
+CODED = 0x08  # byte 1: the tokens are entropy-coded
 
 
 @dataclass
@@ -49,6 +53,7 @@ class Packet:
     eos: bool = False
     version: int = field(default=VERSION)
     voice: bytes | None = None  # packed voice code, when this packet carries one
+    coded: bool = False  # read back: the tokens came entropy-coded
 
     @property
     def frame_count(self) -> int:
@@ -93,15 +98,35 @@ def _check_header(buf: bytes) -> None:
         raise BitstreamError(f"unsupported packet version {version} (this build reads {VERSION})")
     if (buf[0] >> 3) & 0x03 not in MODE_NAMES:
         raise BitstreamError(f"unknown mode id {(buf[0] >> 3) & 0x03} in packet header")
-    if buf[1] & 0x0F:
+    if buf[1] & 0x07:
         raise BitstreamError("packet header has reserved bits set")
     count = struct.unpack(">H", buf[8:10])[0]
     if count == 0 and not buf[0] & 0x04:
         raise BitstreamError("packet announces zero frames without end-of-stream")
 
 
-def encode_packet(p: Packet) -> bytes:
-    """Serialise a packet; raises BitstreamError on fields out of range."""
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    n = shift = 0
+    for i in range(pos, min(pos + 4, len(data))):
+        n |= (data[i] & 0x7F) << shift
+        shift += 7
+        if not data[i] & 0x80:
+            return n, i + 1
+    raise BitstreamError("packet truncated or corrupt in its code length")
+
+
+def encode_packet(p: Packet, entropy: EntropyModel | None = None) -> bytes:
+    """Serialise a packet; raises BitstreamError on fields out of range. With an entropy
+    model the tokens are arithmetic-coded whenever that is shorter than plain packing."""
     tokens = np.asarray(p.tokens, dtype=np.int64)
     if p.mode not in MODE_IDS:
         raise BitstreamError(f"unknown mode {p.mode!r}")
@@ -120,19 +145,30 @@ def encode_packet(p: Packet) -> bytes:
           | int(voice))
     if not 1 <= p.width <= 16:
         raise BitstreamError(f"token width must be 1-16 bits, got {p.width}")
-    b1 = (p.width - 1) << 4
+    payload = pack_bits(tokens[active], p.width)
+    coded = False
+    if entropy is not None and active.any():
+        if entropy.layout.mode(p.mode).bits != p.width:
+            raise BitstreamError(f"token width {p.width} is not mode {p.mode}'s "
+                                 f"{entropy.layout.mode(p.mode).bits} bits")
+        code = entropy.encode(tokens, p.mode)
+        framed = bytes([entropy.tag]) + _varint(len(code)) + code
+        if len(framed) < len(payload):
+            payload, coded = framed, True
+    b1 = ((p.width - 1) << 4) | (CODED if coded else 0)
     head = bytes([b0, b1, p.stream_id]) + struct.pack(">H", p.seq & 0xFFFF)
     head += (p.first_frame & 0xFFFFFF).to_bytes(3, "big") + struct.pack(">H", len(tokens))
     body = bytes([len(p.voice)]) + p.voice if voice else b""
     if dtx:
         body += np.packbits(active.astype(np.uint8)).tobytes()
-    body += pack_bits(tokens[active], p.width)
+    body += payload
     return head + bytes([_check_byte(head + body)]) + body
 
 
-def decode_packet(data: bytes) -> Packet:
-    """Parse exactly one packet; any malformation raises BitstreamError."""
-    p, used = read_packet(data, 0)
+def decode_packet(data: bytes, entropy: EntropyModel | None = None) -> Packet:
+    """Parse exactly one packet; any malformation raises BitstreamError. `entropy`: the
+    sender's entropy model (the bundle's), needed only for coded packets."""
+    p, used = read_packet(data, 0, entropy)
     if used != len(data):
         raise BitstreamError(
             f"packet oversized: {len(data)} bytes, header announces {used}"
@@ -140,7 +176,8 @@ def decode_packet(data: bytes) -> Packet:
     return p
 
 
-def read_packet(data: bytes, offset: int) -> tuple[Packet, int]:
+def read_packet(data: bytes, offset: int, entropy: EntropyModel | None = None
+                ) -> tuple[Packet, int]:
     """Parse the packet starting at `offset`; return it and the offset just past it."""
     buf = bytes(data[offset : offset + HEADER_BYTES])
     _check_header(buf)
@@ -167,25 +204,48 @@ def read_packet(data: bytes, offset: int) -> tuple[Packet, int]:
     else:
         active = np.ones(count, dtype=bool)
     n_active = int(active.sum())
-    length = HEADER_BYTES + nvoice + nmap + (n_active * width + 7) // 8
+    coded = bool(b1 & CODED)
+    if coded:
+        tag_at = pos + nvoice + nmap
+        n_code, code_at = _read_varint(data, tag_at + 1)
+        length = code_at - offset + n_code
+    else:
+        length = HEADER_BYTES + nvoice + nmap + (n_active * width + 7) // 8
     end = offset + length
     if len(data) < end:
         raise BitstreamError(f"packet truncated: {len(data) - offset} bytes, needs {length}")
     body = bytes(data[pos:end])
     if _check_byte(buf[:10] + body) != buf[10]:
         raise BitstreamError("packet corrupt: check byte mismatch")
-    values = unpack_bits(body[nvoice + nmap :], n_active, width)
-    tokens = np.full(count, SILENT, dtype=np.int64)
-    tokens[active] = values
+    mode = MODE_NAMES[mode_id]
+    if coded:
+        tokens = _decode_coded(data[tag_at], data[code_at:end], active, mode, width, entropy)
+    else:
+        tokens = np.full(count, SILENT, dtype=np.int64)
+        tokens[active] = unpack_bits(body[nvoice + nmap :], n_active, width)
     packet = Packet(
         stream_id=buf[2],
         seq=struct.unpack(">H", buf[3:5])[0],
         first_frame=int.from_bytes(buf[5:8], "big"),
         tokens=tokens,
         width=width,
-        mode=MODE_NAMES[mode_id],
+        mode=mode,
         eos=bool(b0 & 0x04),
         version=b0 >> 5,
         voice=body[1:nvoice] if nvoice else None,
+        coded=coded,
     )
     return packet, end
+
+
+def _decode_coded(tag: int, code: bytes, active: np.ndarray, mode: str, width: int,
+                  entropy: EntropyModel | None) -> np.ndarray:
+    if entropy is None:
+        raise BitstreamError("packet is entropy-coded but no entropy model was given: decode "
+                             "it with the bundle of the codec that sent it")
+    if tag != entropy.tag:
+        raise BitstreamError(f"packet was coded with entropy tables {tag:02x}, this bundle "
+                             f"has {entropy.tag:02x}: decode it with the sender's bundle")
+    if entropy.layout.mode(mode).bits != width:
+        raise BitstreamError(f"coded packet of mode {mode} announces {width}-bit tokens")
+    return entropy.decode(bytes(code), active, mode)

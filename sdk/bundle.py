@@ -11,10 +11,12 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from . import spec
+from .entropy import EntropyModel
 from .errors import BundleError, CodecMismatchError
 from .spec import TokenLayout
 from .voice import VoiceSpec
@@ -79,6 +81,12 @@ class Bundle:
         """How this codec's voice code is computed (None: the codec sends none)."""
         raw = self.manifest.get("voice")
         return None if raw is None else VoiceSpec.from_manifest(raw)
+
+    @cached_property
+    def entropy(self) -> EntropyModel | None:
+        """The tables that code this codec's packets (None: tokens are sent plain)."""
+        raw = self.manifest.get("entropy")
+        return None if raw is None else EntropyModel.from_manifest(raw, self.layout)
 
     @property
     def model_config(self) -> dict[str, Any]:
@@ -182,6 +190,13 @@ def _check_manifest(root: Path, m: Any) -> None:
     if m.get("voice") is not None:
         try:
             VoiceSpec.from_manifest(m["voice"])
+        except BundleError as exc:
+            raise BundleError(f"bundle {root}: {exc}") from exc
+    if m.get("entropy") is not None:
+        t = m["token_layout"]
+        layout = TokenLayout(tuple(t["base_levels"]), tuple(t["enh_levels"]))
+        try:
+            EntropyModel.from_manifest(m["entropy"], layout)
         except BundleError as exc:
             raise BundleError(f"bundle {root}: {exc}") from exc
 

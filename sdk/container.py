@@ -2,7 +2,8 @@
 
 Header (big-endian): b"GAC" | version:u8 | sample rate:u16 (Hz) | mode:u8 |
 frame count:u32 | sample count:u32 | codec id length:u8 | codec id (ASCII).
-Packets of at most `FILE_PACKET_FRAMES` frames follow (usually one: header bits count).
+Packets of at most `FILE_PACKET_FRAMES` frames follow (usually one: header bits count),
+entropy-coded when the bundle has an entropy model (reading them then needs that bundle).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .bitstream import MAX_FRAMES, Packet, encode_packet, read_packet
+from .entropy import EntropyModel
 from .errors import BitstreamError
 from .fileio import atomic_write_bytes
 from .spec import FRAME_RATE, MODE_IDS, MODE_NAMES, SAMPLE_RATE
@@ -47,8 +49,8 @@ class GacInfo:
         return self.bytes * 8 / self.duration if self.frames else 0.0
 
 
-def dumps(tokens: Tokens, width: int) -> bytes:
-    """Serialise tokens as a .gac byte string."""
+def dumps(tokens: Tokens, width: int, entropy: EntropyModel | None = None) -> bytes:
+    """Serialise tokens as a .gac byte string (entropy-coded with `entropy`, if given)."""
     cid = tokens.codec_id.encode("ascii")
     if len(cid) > 255:
         raise BitstreamError("codec id longer than 255 bytes")
@@ -63,13 +65,15 @@ def dumps(tokens: Tokens, width: int) -> bytes:
         last = start + FILE_PACKET_FRAMES >= n
         voice = tokens.voice if seq == 0 else None
         out.append(encode_packet(
-            Packet(0, seq, start, chunk, width=width, mode=tokens.mode, eos=last, voice=voice)
+            Packet(0, seq, start, chunk, width=width, mode=tokens.mode, eos=last, voice=voice),
+            entropy,
         ))
     return b"".join(out)
 
 
-def loads(data: bytes) -> tuple[Tokens, GacInfo]:
-    """Parse a .gac byte string; any malformation raises BitstreamError."""
+def loads(data: bytes, entropy: EntropyModel | None = None) -> tuple[Tokens, GacInfo]:
+    """Parse a .gac byte string; any malformation raises BitstreamError. `entropy`: the
+    bundle's model, needed when the packets are coded."""
     if len(data) < _FIXED.size or data[:3] != MAGIC:
         raise BitstreamError("not a .gac file (bad magic)")
     magic, version, sr, mode_id, n, n_samples, cid_len = _FIXED.unpack(data[: _FIXED.size])
@@ -89,7 +93,7 @@ def loads(data: bytes) -> tuple[Tokens, GacInfo]:
     ids = np.empty(n, dtype=np.int64)
     filled, packets, voice = 0, 0, None
     while pos < len(data):
-        p, pos = read_packet(data, pos)
+        p, pos = read_packet(data, pos, entropy)
         if p.first_frame != filled or filled + p.frame_count > n:
             raise BitstreamError(".gac packets out of order or beyond the announced frame count")
         if p.mode != MODE_NAMES[mode_id]:
@@ -104,14 +108,15 @@ def loads(data: bytes) -> tuple[Tokens, GacInfo]:
     return tokens, GacInfo(cid, tokens.mode, sr, n, n_samples, len(data), packets)
 
 
-def write(path: str | Path, tokens: Tokens, width: int) -> int:
+def write(path: str | Path, tokens: Tokens, width: int,
+          entropy: EntropyModel | None = None) -> int:
     """Write a .gac file atomically; returns its size in bytes."""
-    data = dumps(tokens, width)
+    data = dumps(tokens, width, entropy)
     atomic_write_bytes(path, data)
     return len(data)
 
 
-def read(path: str | Path) -> tuple[Tokens, GacInfo]:
+def read(path: str | Path, entropy: EntropyModel | None = None) -> tuple[Tokens, GacInfo]:
     """Read and validate a .gac file."""
     from .errors import GacflowError
 
@@ -119,4 +124,4 @@ def read(path: str | Path) -> tuple[Tokens, GacInfo]:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise GacflowError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return loads(data)
+    return loads(data, entropy)

@@ -21,6 +21,7 @@ MELS_PER_TOKEN = 4  # 4 x 10 ms mel frames per 40 ms token frame
 FRAME_SAMPLES = HOP * MELS_PER_TOKEN  # 640 samples per token frame
 FRAME_RATE = SAMPLE_RATE // FRAME_SAMPLES  # 25 token frames per second
 LOG_FLOOR = 1e-5
+SILENT = -1  # token value of a DTX frame (marked in the packet, nothing sent)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from gacflow.bundle import Bundle
+
 
 def gacflow(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     p = subprocess.run([sys.executable, "-m", "gacflow.cli.main", *args],
@@ -64,7 +66,7 @@ def _bad_inputs(tmp: Path, speech: np.ndarray) -> dict[str, list[str]]:
     (tmp / "flipped.gac").write_bytes(bytes(data))
     from gacflow import container
 
-    tokens, info = container.read(tmp / "ok.gac")
+    tokens, info = container.read(tmp / "ok.gac", Bundle.load().entropy)
     tokens.codec_id = "gacflow-other-deadbeef"
     container.write(tmp / "foreign.gac", tokens, 10)
     return {

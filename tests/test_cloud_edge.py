@@ -20,6 +20,8 @@ from gacflow.bitstream import decode_packet
 from gacflow.bundle import Bundle
 from gacflow.tokens import Tokens
 
+ENTROPY = Bundle.load().entropy  # the shipped tables: the agent codes its packets
+
 pytest.importorskip("onnxruntime")
 HAS_INT8 = Bundle.load().has("encoder.int8.onnx")
 pytestmark = pytest.mark.skipif(not HAS_INT8, reason="bundle has no encoder.int8.onnx")
@@ -54,7 +56,7 @@ def test_three_edge_agents_decode_like_offline(broker, speech, tmp_path):
             s, path = done[dev]
             got, _ = sf.read(path, dtype="float32")
             rows = rx.rx.archive.packets(dev, s.name)
-            ids = np.concatenate([decode_packet(p).tokens for _, p in rows])
+            ids = np.concatenate([decode_packet(p, ENTROPY).tokens for _, p in rows])
             offline = codec.decode(Tokens(ids, "275", codec.codec_id))
             assert s.gaps == 0 and len(got) == len(ids) * 640
             assert abs(stoi(wav, got) - stoi(wav, offline)) < 0.02

@@ -34,6 +34,8 @@ from gacflow.errors import ConfigError
 from gacflow.mqtt_version import ProtocolChoice
 from gacflow.spec import TokenLayout
 
+ENTROPY = Bundle.load().entropy  # the shipped tables: the agent codes its packets
+
 AGENT = [sys.executable, "-m", "gacflow.edge.cli"]
 DEVICE = "fallback-dev"
 
@@ -184,7 +186,7 @@ def check_delivery(tmp: Path, sub: Collector, bundle: Path) -> list[bytes]:
     sub.wait_for(len(sent))
     time.sleep(0.3)  # a duplicate or an extra packet would show up now
     assert sub.messages == sent
-    packets = [decode_packet(m) for m in sent]
+    packets = [decode_packet(m, ENTROPY) for m in sent]
     assert [p.seq for p in packets] == list(range(len(packets)))
     assert packets[-1].eos and sum(p.frame_count for p in packets) == 100  # 4 s at 25 Hz
     birth = [s for s in sub.status if s and s.get("online")]
@@ -255,7 +257,7 @@ def test_mqtt5_only_against_a_311_broker_is_one_line(tmp_path, ebroker, bundle, 
     every = read_log(tmp_path / "packets.bin")
     sub.wait_for(len(every))
     sub.close()
-    assert sub.messages == every and decode_packet(every[-1]).eos
+    assert sub.messages == every and decode_packet(every[-1], ENTROPY).eos
 
 
 # -- the shared protocol rule --------------------------------------------------------------

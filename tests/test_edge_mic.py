@@ -31,6 +31,8 @@ from gacflow.edge.sources import MicSource, list_devices, open_source
 from gacflow.errors import AudioError, ConfigError
 from gacflow.streaming import StreamingEncoder
 
+ENTROPY = Bundle.load().entropy  # the shipped tables: the agent codes its packets
+
 PA_INT16 = 8  # PyAudio's paInt16
 DEVICES = [  # what PortAudio reports on a Raspberry Pi with a USB microphone and HDMI out
     {"name": "bcm2835 Headphones: - (hw:0,0)", "maxInputChannels": 0, "maxOutputChannels": 8,
@@ -293,7 +295,7 @@ def test_agent_streams_the_microphone_to_mosquitto(card, speech_file, bundle, br
             signal.signal(sig, handler)
     data, packets, pos = (tmp_path / "p.bin").read_bytes(), [], 0
     while pos < len(data):
-        p, pos = read_packet(data, pos)
+        p, pos = read_packet(data, pos, ENTROPY)
         packets.append(p)
     assert [p.seq for p in packets] == list(range(len(packets))) and packets[-1].eos
     got = np.concatenate([p.tokens for p in packets])

@@ -28,6 +28,8 @@ from gacflow.bitstream import SILENT, decode_packet, read_packet
 from gacflow.bundle import Bundle
 from gacflow.topics import parse_status, topic
 
+ENTROPY = Bundle.load().entropy  # the shipped tables: the agent codes its packets
+
 AGENT = [sys.executable, "-m", "gacflow.edge.cli"]
 DEVICE = "test-dev"
 
@@ -121,7 +123,7 @@ class Collector:
         """Delivered packets, duplicates (same stream id and seq) removed, arrival order."""
         seen, out = set(), []
         for m in self.messages:
-            p = decode_packet(m)
+            p = decode_packet(m, ENTROPY)
             if (p.stream_id, p.seq) not in seen:
                 seen.add((p.stream_id, p.seq))
                 out.append(m)
@@ -136,7 +138,7 @@ def read_log(path: Path) -> list[bytes]:
     """Split the agent's packet log (concatenated packets) into packets."""
     data, out, pos = path.read_bytes(), [], 0
     while pos < len(data):
-        _, end = read_packet(data, pos)
+        _, end = read_packet(data, pos, ENTROPY)
         out.append(data[pos:end])
         pos = end
     return out
@@ -189,7 +191,7 @@ def test_60s_file_arrives_byte_identical(tmp_path, broker, bundle, long_wav):
     sub.wait_for(len(sent))
     sub.close()
     assert sub.messages == sent  # every packet, once, in order, byte for byte
-    packets = [decode_packet(m) for m in sent]
+    packets = [decode_packet(m, ENTROPY) for m in sent]
     assert [p.seq for p in packets] == list(range(len(packets)))
     assert packets[-1].eos and not any(p.eos for p in packets[:-1])
     frames = np.concatenate([p.tokens for p in packets])
@@ -246,7 +248,7 @@ def test_sigkill_and_restart_delivers_the_queue(tmp_path, broker, bundle, long_w
     agent.send_signal(signal.SIGKILL)
     agent.wait(10)
     first = read_log(tmp_path / "packets.bin")
-    assert not decode_packet(first[-1]).eos  # really killed mid-stream
+    assert not decode_packet(first[-1], ENTROPY).eos  # really killed mid-stream
     broker.start()
     short = tmp_path / "short.wav"
     write_wav(short, np.zeros(16000, np.float32))
@@ -258,11 +260,11 @@ def test_sigkill_and_restart_delivers_the_queue(tmp_path, broker, bundle, long_w
     got = sub.unique()
     # a packet queued but not yet logged at the kill may also arrive: allow exactly that
     if len(got) == len(every) + 1:
-        extra = decode_packet(got[len(first)])
-        assert extra.stream_id == decode_packet(first[0]).stream_id
+        extra = decode_packet(got[len(first)], ENTROPY)
+        assert extra.stream_id == decode_packet(first[0], ENTROPY).stream_id
         got = got[: len(first)] + got[len(first) + 1 :]
     assert got == every
-    ids = [decode_packet(m).stream_id for m in every]
+    ids = [decode_packet(m, ENTROPY).stream_id for m in every]
     assert ids[-1] == (ids[0] + 1) % 256  # the restart opened a new stream
 
 
@@ -282,9 +284,10 @@ def test_stdin_mode175_until_sigterm(tmp_path, broker, bundle, speech, spawn):
     sent = read_log(tmp_path / "packets.bin")
     sub.wait_for(len(sent))
     sub.close()
-    assert sub.unique() == sent and decode_packet(sent[-1]).eos
-    assert sum(decode_packet(m).frame_count for m in sent) == 75
-    assert {(decode_packet(m).mode, decode_packet(m).width) for m in sent} == {("175", 6)}
+    assert sub.unique() == sent and decode_packet(sent[-1], ENTROPY).eos
+    assert sum(decode_packet(m, ENTROPY).frame_count for m in sent) == 75
+    got = [decode_packet(m, ENTROPY) for m in sent]
+    assert {(p.mode, p.width) for p in got} == {("175", 6)}
 
 
 def test_unreachable_broker_is_one_line(tmp_path, bundle, speech):
@@ -424,6 +427,6 @@ def test_litert_backend(tmp_path, broker, bundle, speech):
 
     enc = StreamingEncoder(encoder_runtime(b, "tflite"), b.layout, b.layout.mode("275"))
     offline = np.concatenate([enc.push(speech[: 3 * 16000]), enc.flush()])
-    got = np.concatenate([decode_packet(m).tokens for m in sent])
+    got = np.concatenate([decode_packet(m, ENTROPY).tokens for m in sent])
     np.testing.assert_array_equal(got, offline)
     assert [s for s in sub.status if s and s["online"]][0]["backend"] == "tflite"

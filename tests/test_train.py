@@ -501,3 +501,58 @@ def test_a_missing_broken_or_foreign_checkpoint_is_one_clear_error(
         err = capsys.readouterr().err
         assert err.count("gacflow-train: error:") == 2 and "Traceback" not in err
     assert Bundle.load(bundle).manifest == Bundle.load(DEFAULT_BUNDLE).manifest
+
+
+def test_a_token_grown_by_one_digit_keeps_the_old_digits_bit_exact(tmp_path: Path,
+                                                                    speech: np.ndarray) -> None:
+    """`enh_levels` with one more digit than the starting checkpoint: the model starts out
+    computing the same audio, training with the encoder frozen moves only the new digit's
+    head row, and the bundle made from it has the wider 275 mode (11 bits) and a new id."""
+    from gacflow.train.corpus import build, folder_sources
+
+    torch.set_num_threads(1)
+    src = tmp_path / "wavs"
+    src.mkdir()
+    sf.write(src / "x.flac", speech[:8 * 16000], 16000)
+    build(tmp_path / "corpus", {"train": folder_sources(src), "valid": folder_sources(src)})
+    fit = ["fit", "--data", str(tmp_path / "corpus")]
+    (tmp_path / "base.toml").write_text(tiny_codec(3))
+    assert train_cli(fit + ["--config", str(tmp_path / "base.toml"),
+                            "--run", str(tmp_path / "base")]) == 0
+    base_ck = tmp_path / "base" / "ckpt.pt"
+    (tmp_path / "grow.toml").write_text(f'init_from = "{base_ck}"\nfreeze_encoder = true\n'
+                                        "enh_levels = [4, 4, 2]\n" + tiny_codec(4))
+    from gacflow.train.config import TrainConfig
+    from gacflow.train.loop import build_model
+    from gacflow.train.model import load_grown
+
+    old = torch.load(base_ck, weights_only=False)["model"]
+    grown = build_model(TrainConfig.load(tmp_path / "grow.toml")).eval()
+    load_grown(grown, old)
+    small = build_model(TrainConfig.load(tmp_path / "base.toml")).eval()
+    small.load_state_dict(old)
+    wav = torch.from_numpy(speech[: 640 * 8].copy())[None]
+    with torch.no_grad():
+        assert torch.equal(grown.codes(wav)[..., :5], small.codes(wav))
+        assert torch.allclose(grown(wav, torch.ones(1)), small(wav, torch.ones(1)), atol=1e-5)
+
+    assert train_cli(fit + ["--config", str(tmp_path / "grow.toml"),
+                            "--run", str(tmp_path / "grow")]) == 0
+    new = torch.load(tmp_path / "grow" / "ckpt.pt", weights_only=False)
+    assert new["kept_digits"] == 5
+    head = new["model"]["encoder.head.weight"]
+    assert torch.equal(head[:5], old["encoder.head.weight"]) and head.shape[0] == 6
+    assert not torch.equal(head[5], grown.encoder.head.weight[5])  # the new row learned
+    assert all(torch.equal(v, old[k]) for k, v in new["model"].items()
+               if k.startswith("encoder.") and not k.startswith("encoder.head")
+               and k != "encoder.levels")
+    for name, ck in (("b0", base_ck), ("b1", tmp_path / "grow" / "ckpt.pt")):
+        assert train_cli(["bundle", str(ck), "--out", str(tmp_path / name)]) == 0
+    b0, b1 = Bundle.load(tmp_path / "b0"), Bundle.load(tmp_path / "b1")
+    assert b1.layout.mode("275").bits == 11 and b1.codec_id != b0.codec_id
+    c0, c1 = Codec.from_bundle(b0.root), Codec.from_bundle(b1.root)
+    t0, t1 = c0.encode(speech[:16000], "275"), c1.encode(speech[:16000], "275")
+    np.testing.assert_array_equal(t1.ids // 2, t0.ids)  # the old ten bits, one bit more
+    np.testing.assert_array_equal(c1.encode(speech[:16000], "175").ids,
+                                  c0.encode(speech[:16000], "175").ids)
+    assert c1.decode(t1).shape == (16000,)

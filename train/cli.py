@@ -50,6 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--out", required=True, help="JSON file for a training config's `voice`")
     v.add_argument("--dims", type=int, default=8)
     v.add_argument("--bits", type=int, default=3)
+    e = sub.add_parser("entropy-fit", help="fit the bundle's entropy tables (packs tokens "
+                                           "in fewer bits) on training audio")
+    e.add_argument("--bundle", required=True, help="bundle folder to update")
+    e.add_argument("--data", nargs="+", required=True,
+                   help="training audio: folders of WAV/FLAC or corpus:SPLIT[@DIR]")
+    e.add_argument("--held-out", nargs="*", default=[],
+                   help="audio the tables must not see, to report their rate on")
+    e.add_argument("--smoothing", type=float, default=4.0)
     r = sub.add_parser("recognizer", help="train the phoneme recogniser that the "
                                           "intelligibility loss runs on decoded audio")
     r.add_argument("--data", required=True,
@@ -96,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
             from .voice import fit
 
             fit(Path(args.data), Path(args.out), args.dims, args.bits)
+        elif args.cmd == "entropy-fit":
+            from .entropy_fit import fit_entropy, print_report
+
+            print_report(fit_entropy(Path(args.bundle), args.data, args.held_out,
+                                     args.smoothing))
         elif args.cmd == "recognizer":
             from .recognizer import fit_recognizer
 

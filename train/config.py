@@ -22,6 +22,7 @@ class TrainConfig:
     warmup: int = 300
     augment: tuple[str, ...] = ("gain",)  # gain, speed, pitch, eq, noise, reverb (augment.py)
     enh_drop: float = 0.5  # chance of training a crop as the 175 mode
+    enh_levels: tuple[int, ...] = (4, 4)  # FSQ levels of the 275 mode's enhancement digits
     gan_start: int = -1  # step at which the adversarial stage starts (-1: never)
     gan_crop_frames: int = 0  # token frames the discriminators judge per crop (0: all)
     adv_weight: float = 1.0
@@ -65,6 +66,8 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"training config {path}: unknown keys {sorted(unknown)}")
         raw.update({k: v for k, v in overrides.items() if v is not None})
+        if "enh_levels" in raw:
+            raw["enh_levels"] = tuple(int(x) for x in raw["enh_levels"])
         if "augment" in raw:
             from .augment import check
 

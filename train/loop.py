@@ -60,9 +60,10 @@ def mel_stats(sampler: CropSampler, model: CodecModel) -> None:
 
 
 def build_model(cfg: TrainConfig) -> CodecModel:
-    enc = EncoderConfig(**{k: tuple(v) if isinstance(v, list) else v
-                           for k, v in cfg.encoder.items()})
-    return CodecModel(enc, DecoderConfig(**cfg.decoder), TokenLayout())
+    layout = TokenLayout(enh_levels=tuple(cfg.enh_levels))
+    enc = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.encoder.items()}
+    enc["latent_dims"] = len(layout.all_levels)
+    return CodecModel(EncoderConfig(**enc), DecoderConfig(**cfg.decoder), layout)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -105,15 +106,18 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     intel = intelligibility(cfg, data)
     disc = Discriminators() if cfg.gan_start >= 0 else None
     step = 0
+    kept_digits = None  # digits of a grown token that must not change (frozen encoder)
     if ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
+        kept_digits = ck.get("kept_digits")
     elif cfg.init_from:
         origin = Path(cfg.init_from)
         start = load_checkpoint(origin) if origin.is_file() else None  # read once
-        fresh = load_grown(model, start["model"] if start else init_state(origin,
-                                                                           cfg.init_decoder))
+        init = start["model"] if start else init_state(origin, cfg.init_decoder)
+        fresh = load_grown(model, init)
         if fresh:
             print(f"grown from {cfg.init_from}: {len(fresh)} new tensors start as identity")
+        kept_digits = grown_digits(model, init)
         ck = None
         if disc is not None and start and "disc" in start:  # its discriminators, if any
             disc.load_state_dict(start["disc"])
@@ -125,8 +129,12 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         step = ck["step"]
         if disc is not None and "disc" in ck:
             disc.load_state_dict(ck["disc"])
+    keep = None
     if cfg.freeze_encoder:
         model.encoder.requires_grad_(False)
+        if kept_digits:  # the new digits' head rows learn; the old rows stay bit-exact
+            model.encoder.head.requires_grad_(True)
+            keep = KeptRows(model.encoder.head, kept_digits)
     if cfg.train_only:
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith(tuple(cfg.train_only)))
@@ -195,6 +203,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        if keep is not None:
+            keep.restore()
         step += 1
         bar.update(1)
         bar.set_postfix(mel=f"{l_mel.item():.3f}", stft=f"{l_stft.item():.3f}")
@@ -217,10 +227,32 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
             log.write(json.dumps(rec) + "\n")
             log.flush()
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save_checkpoint(ckpt_path, checkpoint_payload(model, opt, step, cfg, disc, opt_d,
-                                                          voice))
+            payload = checkpoint_payload(model, opt, step, cfg, disc, opt_d, voice)
+            if kept_digits:
+                payload["kept_digits"] = kept_digits
+            save_checkpoint(ckpt_path, payload)
     bar.close()
     return ckpt_path
+
+
+class KeptRows:
+    """Holds the first rows of a layer at their loaded values through optimizer steps (weight
+    decay included), so the digits a grown token already had keep their exact tokens."""
+
+    def __init__(self, layer: torch.nn.Module, rows: int) -> None:
+        self.layer, self.rows = layer, rows
+        self.saved = [p.detach()[:rows].clone() for p in layer.parameters()]
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for p, saved in zip(self.layer.parameters(), self.saved, strict=True):
+                p[: self.rows] = saved
+
+
+def grown_digits(model: CodecModel, state: dict[str, torch.Tensor]) -> int | None:
+    """How many token digits the starting weights had, when the config adds digits."""
+    had = state["encoder.head.weight"].shape[0]
+    return had if had < model.encoder.head.weight.shape[0] else None
 
 
 def rng_valid() -> np.random.Generator:

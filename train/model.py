@@ -51,18 +51,42 @@ def load_grown(model: CodecModel, state: dict[str, torch.Tensor]) -> list[str]:
     Decoder stages are `nn.Sequential`s of residual blocks, so extra blocks appended after
     the loaded ones start with their layer scale at zero: the grown model first computes
     exactly what the small one did, and training only has to learn what depth adds.
+    A token may grow too (more enhancement digits): the encoder head gets new rows and the
+    decoder's input new zero columns, so the old digits and the old audio are unchanged.
     """
     own = model.state_dict()
     fresh = [k for k in own if k not in state]
     wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
-    if wrong:
-        raise ValueError(f"cannot grow: shapes differ for {wrong[:3]} (only depth may grow)")
+    state = dict(state)
+    for k in wrong:
+        grown = _grow_digits(k, own[k], state[k])
+        if grown is None:
+            raise ValueError(f"cannot grow: shapes differ for {k} (only depth and token "
+                             "digits may grow)")
+        state[k] = grown
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     with torch.no_grad():
         for name in fresh:
             if name.endswith(".scale"):
                 own[name].zero_()
     return fresh
+
+
+def _grow_digits(name: str, own: torch.Tensor, old: torch.Tensor) -> torch.Tensor | None:
+    """`old` widened to `own`'s shape for a token with more digits (None: not growable)."""
+    n = old.shape[0]
+    if name in ("encoder.head.weight", "encoder.head.bias") and own.shape[1:] == old.shape[1:]:
+        out = own.clone()  # the new digits keep their fresh initialisation
+        out[:n] = old
+        return out
+    if name == "encoder.levels" and torch.equal(own[:n], old):
+        return own
+    if name == "decoder.inp.weight" and own.shape[0] == old.shape[0]:
+        out = torch.zeros_like(own)  # [dim, digits + 1]: the last column is the 175 flag
+        out[:, : old.shape[1] - 1] = old[:, :-1]
+        out[:, -1] = old[:, -1]
+        return out
+    return None
 
 
 def init_state(path: Path, decoder: str = "") -> dict[str, torch.Tensor]:

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("input")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.add_argument("--tokens", action="store_true", help="include token ids (null = DTX frame)")
+    i.add_argument("--bundle", default=None,
+                   help="bundle whose entropy tables read coded packets (default: shipped)")
 
     # demo and eval parse their own options (see DELEGATED); listed here for --help.
     sub.add_parser("demo", help="end-to-end demo: edge agent -> MQTT -> receiver -> WAV "
@@ -58,7 +60,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     bundle = Bundle.load(args.bundle)
     mode = bundle.layout.mode(args.mode)
     tokens = encode_with_backend(bundle, wav, args.mode, args.backend)
-    size = container.write(args.output, tokens, mode.bits)
+    size = container.write(args.output, tokens, mode.bits, bundle.entropy)
     print(f"{args.output}: {len(tokens)} frames, {size} bytes, "
           f"{size * 8 / tokens.duration:.1f} bit/s (mode {args.mode}, codec {bundle.codec_id})")
     return 0
@@ -73,8 +75,8 @@ def encode_with_backend(bundle: Bundle, wav, mode: str, backend: str) -> Tokens:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    tokens, _ = container.read(args.input)
     bundle = Bundle.load(args.bundle)
+    tokens, _ = container.read(args.input, bundle.entropy)
     bundle.check_codec(tokens.codec_id)
     from ..model import Codec
 
@@ -86,7 +88,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    tokens, info = container.read(args.input)
+    tokens, info = container.read(args.input, Bundle.load(args.bundle).entropy)
     report = {
         "file": str(args.input),
         "codec_id": info.codec_id,

@@ -48,7 +48,7 @@ def run(argv: list[str]) -> int:
     codec = Codec.from_bundle(bundle.root)
     tokens = codec.encode(wav, args.mode)
     gac = out / (Path(args.input).stem + ".gac")
-    size = container.write(gac, tokens, bundle.layout.mode(args.mode).bits)
+    size = container.write(gac, tokens, bundle.layout.mode(args.mode).bits, bundle.entropy)
     decoded = codec.decode(tokens)
     wav_out = out / (Path(args.input).stem + ".decoded.wav")
     write_wav(wav_out, decoded)

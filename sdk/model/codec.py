@@ -11,6 +11,7 @@ import torch
 
 from ..bitstream import SILENT
 from ..bundle import Bundle
+from ..entropy import EntropyModel
 from ..fsq import indices_to_codes, tokens_to_indices
 from ..spec import DEFAULT_MODE, FRAME_SAMPLES, TokenLayout
 from ..streaming import StreamingEncoder, encode_whole
@@ -95,8 +96,10 @@ class Codec:
         codec_id: str,
         device: str = "cpu",
         voice: VoiceSpec | None = None,
+        entropy: EntropyModel | None = None,
     ) -> None:
         self.voice = voice
+        self.entropy = entropy  # how the bundle packs tokens on the wire (None: plain)
         self.encoder = encoder.eval()
         self.decoder = decoder.eval().to(device)
         self.layout = layout
@@ -114,7 +117,7 @@ class Codec:
         enc = load_encoder(model["encoder"], b.layout, _load(b, model["encoder_file"]))
         entry = b.decoder_entry(decoder)
         dec = load_decoder(entry["config"], b.layout, _load(b, entry["file"]))
-        return cls(enc, dec, b.layout, b.codec_id, device, b.voice)
+        return cls(enc, dec, b.layout, b.codec_id, device, b.voice, b.entropy)
 
     def streaming_encoder(self, mode: str = DEFAULT_MODE) -> StreamingEncoder:
         return StreamingEncoder(TorchEncoderRuntime(self.encoder), self.layout,
