@@ -312,8 +312,9 @@ def report(rtf: list[dict], batches: list[dict], install: dict | None, pace: flo
             f"{b['mqtt_up']:.0f} | {b['wire_up']:.0f} | {b['down']:.0f} |")
     lines += [
         "",
-        "Payload = packet bytes (11-byte header, DTX bitmap, bit-packed tokens) per second of "
-        "audio. MQTT uplink = every byte the agent wrote to the socket (CONNECT, birth "
+        "Payload = packet bytes (11-byte header, DTX bitmap, entropy-coded tokens) per second "
+        "of audio; \"no DTX\" is what plain bit-packing of every frame would take. MQTT "
+        "uplink = every byte the agent wrote to the socket (CONNECT, birth "
         "message, PUBLISH headers with the topic, PINGREQ, DISCONNECT). Wire = MQTT + 52 bytes "
         "of IPv4/TCP headers per segment (kernel TCP_INFO counts), not counting link-layer "
         "framing (Wi-Fi/Ethernet) or TLS (mqtts adds about 22-29 bytes per record). Steady "

@@ -17,31 +17,11 @@ from typing import Any
 import torch
 
 from gacflow.bundle import layout_section, manifest_extras, write_manifest
-from gacflow.errors import ConfigError
+from gacflow.model.checkpoint import checkpoint_layout, read_checkpoint, split_state
 from gacflow.spec import TokenLayout
 
 ENCODER_FILE = "encoder.pt"
 VALIDATION_FILE = "validation.json"  # the export's INT8 report (export/pipeline.py)
-
-
-def read_checkpoint(path: Path,
-                    needs: tuple[str, ...] = ("model", "encoder_config", "decoder_config")
-                    ) -> dict[str, Any]:
-    """A training checkpoint, or one clear error for a missing, broken or foreign file."""
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise ConfigError(f"cannot read checkpoint {path}: {exc}") from exc
-    if not isinstance(ck, dict) or not set(needs) <= set(ck):
-        raise ConfigError(f"{path} is not a gacflow training checkpoint "
-                          f"(needs {', '.join(needs)})")
-    return ck
-
-
-def checkpoint_layout(ck: dict[str, Any]) -> TokenLayout:
-    """The token layout a checkpoint was trained with (its config's `enh_levels`)."""
-    enh = (ck.get("config") or {}).get("enh_levels")
-    return TokenLayout(enh_levels=tuple(enh)) if enh else TokenLayout()
 
 
 def _state_bytes(state: dict[str, torch.Tensor]) -> bytes:
@@ -59,10 +39,6 @@ def codec_id_for(name: str, encoder_state: dict[str, torch.Tensor], layout: Toke
     if voice is not None:
         h.update(json.dumps(voice, sort_keys=True).encode())
     return f"{name}-{h.hexdigest()[:8]}"
-
-
-def split_state(model_state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in model_state.items() if k.startswith(prefix)}
 
 
 def _write_decoder(out: Path, size: str, ck: dict[str, Any]) -> dict[str, Any]:

@@ -43,12 +43,11 @@ class ExportOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def onnx_agreement(path: Path, encoder, mels: list[np.ndarray]) -> float:
+def onnx_agreement(path: Path, encoder, mels: list[np.ndarray], layout: TokenLayout) -> float:
     """275-mode token agreement of an ONNX step model with the torch encoder."""
     from .onnx_export import ort_session, run_sequence
 
     sess = ort_session(path)
-    layout = TokenLayout()
     same = total = 0
     for m in mels:
         with torch.no_grad():
@@ -75,7 +74,7 @@ def quantize_onnx(src: ExportSource, fp32: Path, out: Path, calib: list[np.ndarr
     quantize_int8(fp32, out, calib, plan="fast")
     select = [utterance_mels(u) for u in load_utterances(opts.calibration, "train", 60.0,
                                                          seed=7)]
-    if onnx_agreement(out, src.encoder, select) >= opts.min_agreement:
+    if onnx_agreement(out, src.encoder, select, src.layout) >= opts.min_agreement:
         return "fast"
     quantize_int8(fp32, out, calib, plan="wide")
     return "wide"

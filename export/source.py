@@ -14,12 +14,11 @@ import torch
 
 from gacflow.bundle import Bundle
 from gacflow.errors import BundleError, ConfigError
+from gacflow.model.checkpoint import checkpoint_layout, read_checkpoint, split_state
 from gacflow.model.codec import load_decoder, load_encoder
 from gacflow.model.decoder import Decoder
 from gacflow.model.encoder import Encoder
 from gacflow.spec import TokenLayout
-
-from .bundle_writer import checkpoint_layout, read_checkpoint, split_state
 
 
 @dataclass

@@ -23,6 +23,7 @@ class TrainConfig:
     augment: tuple[str, ...] = ("gain",)  # gain, speed, pitch, eq, noise, reverb (augment.py)
     enh_drop: float = 0.5  # chance of training a crop as the 175 mode
     enh_levels: tuple[int, ...] = (4, 4)  # FSQ levels of the 275 mode's enhancement digits
+    grown_lr_scale: float = 1.0  # lr multiplier for the layers new token digits enter
     gan_start: int = -1  # step at which the adversarial stage starts (-1: never)
     gan_crop_frames: int = 0  # token frames the discriminators judge per crop (0: all)
     adv_weight: float = 1.0

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from gacflow.errors import ConfigError
+from gacflow.model.checkpoint import save_checkpoint
 from gacflow.model.codec import config_dict
 from gacflow.model.decoder import DecoderConfig
 from gacflow.model.encoder import EncoderConfig
@@ -23,7 +24,7 @@ from .augment import raw_length
 from .config import TrainConfig
 from .ctc import PhonemeHead, PhonemeSampler, ctc
 from .losses import mel_l1, multi_resolution_stft
-from .model import CodecModel, init_state, load_checkpoint, load_grown, save_checkpoint
+from .model import CodecModel, init_state, load_checkpoint, load_grown
 from .pitch import PitchHead, cents_error, f0_targets, pitch_loss
 from .recognizer import IntelligibilityLoss
 from .voice import batch_voice, load_spec
@@ -142,7 +143,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     if intel is not None:
         intel.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.01)
+    opt = torch.optim.AdamW(param_groups(model, cfg, kept_digits), lr=cfg.lr,
+                            betas=(0.8, 0.99), weight_decay=0.01)
     opt_d = None
     if disc is not None:
         disc.to(device)
@@ -162,7 +164,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     while step < cfg.steps:
         model.train()
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
+            g["lr"] = lr_at(step, cfg) * g.get("lr_scale", 1.0)
         wav = sampler.batch(cfg.batch).to(device)
         enh = torch.from_numpy((rng.random(cfg.batch) >= cfg.enh_drop).astype(np.float32))
         cond = None if voice is None else batch_voice(wav, voice, cfg.voice_drop, rng)
@@ -233,6 +235,23 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
             save_checkpoint(ckpt_path, payload)
     bar.close()
     return ckpt_path
+
+
+GROWN_LAYERS = ("encoder.head.", "decoder.inp.")  # where a grown token's new digits enter
+
+
+def param_groups(model: CodecModel, cfg: TrainConfig, kept_digits: int | None) -> list[dict]:
+    """Trainable parameters; with a grown token, the layers its new digits pass through
+    learn `grown_lr_scale` times faster (they start from zero, everything else is trained)."""
+    scale = cfg.grown_lr_scale if kept_digits else 1.0
+    grown = [p for n, p in model.named_parameters() if p.requires_grad and
+             n.startswith(GROWN_LAYERS)] if scale != 1.0 else []
+    ids = {id(p) for p in grown}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    groups = [{"params": rest, "lr_scale": 1.0}]
+    if grown:
+        groups.append({"params": grown, "lr_scale": scale})
+    return groups
 
 
 class KeptRows:

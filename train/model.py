@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gacflow.fileio import atomic_path
+from gacflow.model.checkpoint import read_checkpoint
 from gacflow.model.decoder import Decoder, DecoderConfig
 from gacflow.model.encoder import Encoder, EncoderConfig
 from gacflow.model.features import LogMel
@@ -104,13 +104,6 @@ def init_state(path: Path, decoder: str = "") -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["model"]
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Atomic save: a power cut never leaves a half-written checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    from gacflow.export.bundle_writer import read_checkpoint
-
+    """A checkpoint to resume or grow from (only its weights are required)."""
     return read_checkpoint(path, ("model",))

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gacflow.errors import ConfigError
-from gacflow.export.bundle_writer import read_checkpoint
+from gacflow.model.checkpoint import read_checkpoint, save_checkpoint
 from gacflow.model.features import LogMel
 from gacflow.spec import MELS_PER_TOKEN, N_MELS
 
@@ -172,8 +172,6 @@ def phone_error_rate(model: PhonemeRecognizer, sampler: PhonemeSampler,
 
 
 def save_recognizer(path: Path, model: PhonemeRecognizer, opt, step: int, log: list) -> None:
-    from .model import save_checkpoint
-
     save_checkpoint(path, {"model": model.state_dict(), "dims": model.dims,
                            "opt": opt.state_dict(), "step": step, "log": log})
 
