@@ -105,7 +105,7 @@ HELP: dict[str, str] = {
     "realtime": "read a file at real-time speed, as if it were a microphone",
     "pace": "read a file at this multiple of real time (overrides --realtime; 0 = max speed)",
     "dtx": "discontinuous transmission: mark silent frames instead of sending tokens",
-    "entropy_coding": "arithmetic-code the tokens with the bundle's entropy tables (a sixth "
+    "entropy_coding": "arithmetic-code the tokens with the bundle's entropy tables (7-25 percent "
                       "fewer bits); off: plain packing, for receivers without those tables",
     "vad": "voice-activity detector: auto (silero-vad if found, else energy), silero, energy",
     "vad_model": "path to silero_vad.onnx (default: found in the installed silero-vad package)",
