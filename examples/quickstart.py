@@ -3,7 +3,8 @@
     python examples/quickstart.py [speech.wav]
 
 Encodes a file at both operating points, round-trips the tokens through the packet codec
-(what goes over MQTT), decodes, and writes the results next to the input's name.
+(what goes over MQTT, entropy-coded with the bundle's tables), decodes, and writes the
+results next to the input's name.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ def main() -> None:
     for mode in ("275", "175"):
         tokens = codec.encode(wav, mode)
         width = codec.layout.mode(mode).bits
-        wire = encode_packet(Packet(stream_id=0, seq=0, first_frame=0, tokens=tokens.ids,
-                                    width=width, mode=mode, eos=True))
-        tokens.ids = decode_packet(wire).tokens
+        packet = Packet(stream_id=0, seq=0, first_frame=0, tokens=tokens.ids, width=width,
+                        mode=mode, eos=True)
+        wire = encode_packet(packet, codec.entropy)
+        tokens.ids = decode_packet(wire, codec.entropy).tokens
         out = Path(f"{src.stem}.{mode}.wav")
         write_wav(out, codec.decode(tokens))
         print(f"mode {mode}: {len(tokens)} frames in one {len(wire)}-byte packet "
