@@ -72,9 +72,10 @@ def test_bitrates_and_scores_are_sane(result):
     assert len(recs) == 2 * len({r["system"] for r in recs})
     assert all(r["error"] is None for r in recs)
     by = {(r["clip"], r["system"].split(" ")[0]): r for r in recs}
-    # 18 s clip: token payload 250/150 bit/s plus the .gac header stays under the mode's cap.
-    assert 250 <= by["long.wav", "gacflow-275"]["bps"] <= 275
-    assert 150 <= by["long.wav", "gacflow-175"]["bps"] <= 175
+    # 18 s clip: entropy-coded tokens (plain packing would be 250/150 bit/s) plus the .gac
+    # header stay under the mode's cap, and speech codes well below the plain rate.
+    assert 150 <= by["long.wav", "gacflow-275"]["bps"] < 262  # plain: ~272 with the header
+    assert 90 <= by["long.wav", "gacflow-175"]["bps"] < 165  # plain: ~172 with the header
     for clip in ("long.wav", "short.wav"):
         assert 700 <= by[clip, "codec2-700C"]["bps"] <= 800  # 28 bits/40 ms, byte-padded
         assert 5000 <= by[clip, "opus-6"]["bps"] <= 12000  # Ogg overhead on short files
