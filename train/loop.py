@@ -265,7 +265,7 @@ class KeptRows:
     def restore(self) -> None:
         with torch.no_grad():
             for p, saved in zip(self.layer.parameters(), self.saved, strict=True):
-                p[: self.rows] = saved
+                p[: self.rows] = saved.to(p.device)
 
 
 def grown_digits(model: CodecModel, state: dict[str, torch.Tensor]) -> int | None:
