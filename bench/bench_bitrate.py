@@ -16,43 +16,33 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from gacflow.bitstream import HEADER_BYTES, Packet, encode_packet
+from gacflow.bitstream import HEADER_BYTES
 from gacflow.bundle import Bundle
+from gacflow.cloud.loadgen import packetize
 from gacflow.eval.data import ClipFilter, load_clips
 from gacflow.model import Codec
 from gacflow.spec import FRAME_RATE
+from gacflow.train.entropy_fit import clip_tokens
 
 OUT = Path(__file__).parent / "results"
 DEFAULT_DATA = ["corpus:valid", "data/synth-en-kokoro", "data/synth-en-festival"]
 PACKETS = {"1 s": FRAME_RATE, "5 s": 5 * FRAME_RATE, "file": None}
 
 
-def packet_bytes(ids: np.ndarray, mode: str, width: int, frames: int | None, entropy
-                 ) -> int:
-    """Bytes of the packets one file's tokens make (headers included)."""
-    step = frames or max(len(ids), 1)
-    return sum(len(encode_packet(Packet(0, k, a, ids[a : a + step], width=width, mode=mode),
-                                 entropy))
-               for k, a in enumerate(range(0, len(ids), step)))
-
-
 def measure(data: str, codec: Codec, entropy, max_files: int | None) -> list[dict]:
-    clips = load_clips(data, max_files, ClipFilter(min_seconds=1.0))
-    tokens = [codec.encode(c.wav, "275").ids for c in tqdm(clips, desc=data, unit="clip")]
+    tokens = clip_tokens(codec, data, ClipFilter(min_seconds=1.0), max_files)
     frames = sum(len(t) for t in tokens)
-    enh = int(np.prod(codec.layout.enh_levels))
     rows = []
     for mode in ("275", "175"):
-        width = codec.layout.mode(mode).bits
-        seqs = [t if mode == "275" else t // enh for t in tokens]
+        seqs = [t if mode == "275" else codec.layout.base_tokens(t) for t in tokens]
         for label, n in PACKETS.items():
-            packets = sum(-(-len(t) // (n or max(len(t), 1))) for t in seqs)
             for coder, model in (("plain", None), ("coded", entropy)):
-                total = sum(packet_bytes(t, mode, width, n, model) for t in seqs)
-                payload = total - packets * HEADER_BYTES
-                rows.append({"data": data, "clips": len(clips), "seconds": frames / FRAME_RATE,
+                packets = [b for t in seqs
+                           for b in packetize(t, mode, codec.layout, n or len(t), entropy=model)]
+                total = sum(len(b) for b in packets)
+                payload = total - len(packets) * HEADER_BYTES
+                rows.append({"data": data, "clips": len(tokens), "seconds": frames / FRAME_RATE,
                              "mode": mode, "packet": label, "coder": coder,
                              "bits_per_frame": payload * 8 / frames,
                              "payload_bps": payload * 8 / frames * FRAME_RATE,
@@ -65,9 +55,8 @@ def coder_speed(codec: Codec, entropy, clip: np.ndarray) -> tuple[float, float]:
     from gacflow.bitstream import decode_packet
 
     ids = codec.encode(clip, "275").ids
-    chunks = [ids[a : a + 125] for a in range(0, len(ids), 125)]
     t = time.perf_counter()
-    blobs = [encode_packet(Packet(0, 0, 0, c, width=10), entropy) for c in chunks]
+    blobs = packetize(ids, "275", codec.layout, 5 * FRAME_RATE, entropy=entropy)
     enc = time.perf_counter() - t
     t = time.perf_counter()
     for b in blobs:

@@ -166,7 +166,7 @@ def start_edge(args, url, src, run_dir: Path, codec, wav):
     tokens = codec.encode(wav, args.mode)
     pub = Publisher(url, args.device_id, codec.codec_id, args.mode)
     frames = max(1, round(args.batch_seconds * FRAME_RATE))
-    packets = packetize(tokens.ids, args.mode, codec.layout, frames)
+    packets = packetize(tokens.ids, args.mode, codec.layout, frames, entropy=codec.entropy)
     t = threading.Thread(target=lambda: (pub.send(packets, frames if args.realtime else 0),
                                          pub.close()), daemon=True)
     t.start()

@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 
 from gacflow import topics
 from gacflow.bitstream import Packet, encode_packet
+from gacflow.entropy import EntropyModel
 from gacflow.mqtt_version import connect_negotiated
 from gacflow.spec import FRAME_RATE, TokenLayout
 
@@ -25,15 +26,16 @@ from .config import parse_broker
 
 
 def packetize(ids: np.ndarray, mode: str, layout: TokenLayout, frames_per_packet: int = 25,
-              stream_id: int = 1) -> list[bytes]:
-    """Token ids -> encoded packets; the last one carries end-of-stream."""
+              stream_id: int = 1, entropy: EntropyModel | None = None) -> list[bytes]:
+    """Token ids -> encoded packets (entropy-coded with `entropy`, as the edge agent codes
+    them); the last one carries end-of-stream."""
     width = layout.mode(mode).bits
     out = []
     starts = list(range(0, max(1, len(ids)), frames_per_packet))
     for k, a in enumerate(starts):
         chunk = np.asarray(ids[a : a + frames_per_packet], dtype=np.int64)
         out.append(encode_packet(Packet(stream_id, k & 0xFFFF, a, chunk, width, mode,
-                                        eos=k == len(starts) - 1)))
+                                        eos=k == len(starts) - 1), entropy))
     return out
 
 

@@ -38,18 +38,22 @@ def table_shape(levels: tuple[int, ...], j: int) -> tuple[int, int, int]:
     return (levels[j] + 1, prod(levels[:j]), levels[j])
 
 
-def _contexts(idx: np.ndarray, active: np.ndarray, levels: tuple[int, ...]
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """Per active frame and digit: the previous frame's digit (START = L) and the mixed-radix
-    value of the frame's earlier digits. idx [T, D] digits, active [T] bool."""
+def _symbols(tokens: np.ndarray, levels: tuple[int, ...]
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What is coded for each active frame (SILENT = not sent) and digit j, each [A, D]:
+    the previous frame's digit (START = L_j for a packet's first frame and after a gap),
+    the mixed-radix value of the frame's earlier digits, and the digit itself."""
+    tokens = np.asarray(tokens, np.int64)
+    active = tokens != SILENT
+    idx = tokens_to_indices(np.where(active, tokens, 0), levels)
     start = np.asarray(levels, np.int64)
     prev = np.empty_like(idx)
-    prev[0] = start
+    prev[:1] = start
     prev[1:] = np.where(active[:-1, None], idx[:-1], start)
     inner = np.zeros_like(idx)
     for j in range(1, idx.shape[1]):
         inner[:, j] = inner[:, j - 1] * levels[j - 1] + idx[:, j - 1]
-    return prev[active], inner[active]
+    return prev[active], inner[active], idx[active]
 
 
 def _quantize(p: np.ndarray, total: int) -> np.ndarray:
@@ -140,13 +144,7 @@ class EntropyModel:
         levels = layout.all_levels
         raw = [np.zeros(table_shape(levels, j)) for j in range(len(levels))]
         for seq in sequences:
-            seq = np.asarray(seq, np.int64)
-            active = seq != SILENT
-            if not active.any():
-                continue
-            idx = tokens_to_indices(np.where(active, seq, 0), levels)
-            prev, inner = _contexts(idx, active, levels)
-            digits = idx[active]
+            prev, inner, digits = _symbols(seq, levels)
             for j in range(len(levels)):
                 np.add.at(raw[j], (prev[:, j], inner[:, j], digits[:, j]), 1)
         counts = []
@@ -160,20 +158,13 @@ class EntropyModel:
         return cls(layout, tuple(counts))
 
     # -- coding -----------------------------------------------------------------------
-    def _mode_digits(self, mode: str) -> int:
-        return len(self.layout.mode(mode).levels)
-
     def encode(self, tokens: np.ndarray, mode: str) -> bytes:
         """Code the active frames (SILENT = not sent) of one packet."""
-        tokens = np.asarray(tokens, np.int64)
-        active = tokens != SILENT
-        if not active.any():
+        prev, inner, digits = _symbols(tokens, self.layout.mode(mode).levels)
+        if not len(digits):
             return b""
-        levels = self.layout.mode(mode).levels
-        idx = tokens_to_indices(np.where(active, tokens, 0), levels)
-        prev, inner = _contexts(idx, active, levels)
         enc = ArithmeticEncoder()
-        for p_row, i_row, d_row in zip(prev.tolist(), inner.tolist(), idx[active].tolist(),
+        for p_row, i_row, d_row in zip(prev.tolist(), inner.tolist(), digits.tolist(),
                                         strict=True):
             for j, (p, i, d) in enumerate(zip(p_row, i_row, d_row, strict=True)):
                 cum = self._cum[j][p][i]
@@ -202,16 +193,9 @@ class EntropyModel:
 
     def code_bits(self, tokens: np.ndarray, mode: str) -> float:
         """Ideal code length (bits) of the active frames: what `encode` approaches."""
-        tokens = np.asarray(tokens, np.int64)
-        active = tokens != SILENT
-        if not active.any():
-            return 0.0
-        levels = self.layout.mode(mode).levels
-        idx = tokens_to_indices(np.where(active, tokens, 0), levels)
-        prev, inner = _contexts(idx, active, levels)
-        d = idx[active]
+        prev, inner, d = _symbols(tokens, self.layout.mode(mode).levels)
         bits = 0.0
-        for j in range(len(levels)):
+        for j in range(d.shape[1]):
             c = self.counts[j][prev[:, j], inner[:, j], d[:, j]]
             bits += float(np.sum(np.log2(TOTAL / c)))
         return bits

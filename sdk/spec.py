@@ -9,6 +9,9 @@ before it is refused, by design.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from math import prod
+
+import numpy as np
 
 SAMPLE_RATE = 16_000  # Hz, mono, in and out
 HOP = 160  # samples per feature (mel) frame: 10 ms
@@ -74,6 +77,11 @@ class TokenLayout:
     @property
     def all_levels(self) -> tuple[int, ...]:
         return self.base_levels + self.enh_levels
+
+    def base_tokens(self, ids: np.ndarray) -> np.ndarray:
+        """The 175-mode token ids inside 275-mode ids: their top bits (base digits most
+        significant). Floor division keeps SILENT (-1) as it is."""
+        return np.asarray(ids, dtype=np.int64) // prod(self.enh_levels)
 
     def mode(self, name: str | int) -> Mode:
         key = str(name)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from broker import free_port
-from test_edge_mqtt import Collector, read_log
+from test_edge_mqtt import ENTROPY, Collector, read_log
 
 from gacflow.audio import write_wav
 from gacflow.bitstream import decode_packet
@@ -33,8 +33,6 @@ from gacflow.cloud.loadgen import Publisher, packetize
 from gacflow.errors import ConfigError
 from gacflow.mqtt_version import ProtocolChoice
 from gacflow.spec import TokenLayout
-
-ENTROPY = Bundle.load().entropy  # the shipped tables: the agent codes its packets
 
 AGENT = [sys.executable, "-m", "gacflow.edge.cli"]
 DEVICE = "fallback-dev"

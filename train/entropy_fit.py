@@ -15,42 +15,43 @@ import numpy as np
 
 from gacflow.bundle import MANIFEST, Bundle, manifest_extras, write_manifest
 from gacflow.entropy import EntropyModel
+from gacflow.eval.data import ClipFilter, load_clips
+from gacflow.model import Codec
 
 
-def bundle_tokens(bundle_dir: Path, spec: str, max_files: int | None = None
-                  ) -> list[np.ndarray]:
-    """275-mode token ids of every file (silence included: streams without DTX send it)."""
+def clip_tokens(codec: Codec, spec: str, keep: ClipFilter | None = None,
+                max_files: int | None = None) -> list[np.ndarray]:
+    """275-mode token ids of the clips of `spec` (default: every file, silence included,
+    as streams without DTX send it)."""
     from tqdm import tqdm
 
-    from gacflow.eval.data import ClipFilter, load_clips
-    from gacflow.model import Codec
-
-    codec = Codec.from_bundle(bundle_dir)
-    clips = load_clips(spec, max_files, ClipFilter(min_seconds=0.2, min_speech=0.0))
+    keep = keep or ClipFilter(min_seconds=0.2, min_speech=0.0)
     return [codec.encode(c.wav, "275").ids
-            for c in tqdm(clips, desc=f"tokens of {spec}", unit="file")]
+            for c in tqdm(load_clips(spec, max_files, keep), desc=f"tokens of {spec}",
+                          unit="file")]
 
 
 def bits_per_frame(model: EntropyModel, sequences: list[np.ndarray]) -> dict[str, float]:
     """Ideal coded bits per frame of each mode (the base digits alone for 175)."""
     frames = sum(len(s) for s in sequences)
-    enh = int(np.prod(model.layout.enh_levels))
+    base = model.layout.base_tokens
     return {
         "275": sum(model.code_bits(s, "275") for s in sequences) / frames,
-        "175": sum(model.code_bits(s // enh, "175") for s in sequences) / frames,
+        "175": sum(model.code_bits(base(s), "175") for s in sequences) / frames,
     }
 
 
 def fit_entropy(bundle_dir: Path, data: list[str], held_out: list[str],
                 smoothing: float = 4.0) -> dict[str, Any]:
     """Fit, report bits per frame (fitting and held-out data), write the manifest section."""
-    sequences = [s for spec in data for s in bundle_tokens(bundle_dir, spec)]
     bundle = Bundle.load(bundle_dir)
+    codec = Codec.from_bundle(bundle.root)
+    sequences = [s for spec in data for s in clip_tokens(codec, spec)]
     model = EntropyModel.fit(sequences, bundle.layout, smoothing)
     report: dict[str, Any] = {"fit_frames": sum(len(s) for s in sequences),
                               "fit": bits_per_frame(model, sequences)}
     for spec in held_out:
-        report[spec] = bits_per_frame(model, bundle_tokens(bundle_dir, spec))
+        report[spec] = bits_per_frame(model, clip_tokens(codec, spec))
     manifest = json.loads((bundle.root / MANIFEST).read_text())
     extra = manifest_extras(manifest)
     extra["entropy"] = {**model.to_manifest(), "fitted_on": data}
