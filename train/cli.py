@@ -45,6 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--run", default="runs/base", help="run folder (checkpoint, logs)")
     t.add_argument("--data", default=None)
     t.add_argument("--steps", type=int, default=None)
+    t.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after this much wall time, lr schedule fitted to it (leases)")
+    t.add_argument("--device", default=None, help="auto | cpu | cuda")
+    p = sub.add_parser("pack", help="compact Opus copy of a corpus, to carry to a GPU machine "
+                       "(training decodes it back on first use)")
+    p.add_argument("--data", required=True, help="corpus folder (gacflow-train corpus)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--level", type=float, default=0.92,
+                   help="Opus compression level 0..1 (0.92 ~ 25 kbit/s)")
+    w = sub.add_parser("slim", help="weights-only copy of a checkpoint (no optimiser or "
+                       "discriminator state; decoder in fp16) to bring back from a lease")
+    w.add_argument("checkpoint")
+    w.add_argument("--out", required=True)
+    w.add_argument("--decoder-only", action="store_true",
+                   help="leave the encoder out (a frozen-encoder run)")
     v = sub.add_parser("voice-fit", help="fit the voice-code basis on a corpus's voices")
     v.add_argument("--data", default="data/corpus")
     v.add_argument("--out", required=True, help="JSON file for a training config's `voice`")
@@ -98,8 +113,22 @@ def main(argv: list[str] | None = None) -> int:
             from .config import TrainConfig
             from .loop import train
 
-            cfg = TrainConfig.load(args.config, data=args.data, steps=args.steps)
+            cfg = TrainConfig.load(args.config, data=args.data, steps=args.steps,
+                                   max_minutes=args.max_minutes, device=args.device)
             print(train(cfg, Path(args.run)))
+        elif args.cmd == "pack":
+            from .compact import pack
+
+            m = pack(Path(args.data), Path(args.out), args.level)
+            size = sum(f.stat().st_size for f in Path(args.out).glob("*.ogg"))
+            print(f"{args.out}: {sum(len(c) for c in m['splits'].values())} Opus chunks, "
+                  f"{size / 1e6:.1f} MB")
+        elif args.cmd == "slim":
+            from gacflow.model.checkpoint import slim_checkpoint
+
+            slim_checkpoint(Path(args.checkpoint), Path(args.out),
+                            ("decoder",) if args.decoder_only else ("encoder", "decoder"))
+            print(f"{args.out}: {Path(args.out).stat().st_size / 1e6:.1f} MB")
         elif args.cmd == "voice-fit":
             from .voice import fit
 

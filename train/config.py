@@ -18,6 +18,7 @@ class TrainConfig:
     steps: int = 20_000
     batch: int = 12
     segment_frames: int = 40  # 1.6 s crops
+    speakers: tuple[str, ...] = ()  # train crops only from these speakers (corpus.json); all
     lr: float = 6e-4
     warmup: int = 300
     augment: tuple[str, ...] = ("gain",)  # gain, speed, pitch, eq, noise, reverb (augment.py)
@@ -45,6 +46,8 @@ class TrainConfig:
     voice: str = ""  # voice basis JSON (`gacflow-train voice-fit`); needs decoder.voice_dims
     voice_drop: float = 0.1  # share of crops decoded without a voice code
     device: str = "auto"  # auto | cpu | cuda
+    max_minutes: float = 0.0  # stop (and checkpoint) after this much wall time; 0: steps only
+    loader_workers: int = 0  # processes preparing augmented batches (GPU runs); 0: inline
     mel_weight: float = 1.0
     stft_weight: float = 1.0
     checkpoint_every: int = 100

@@ -21,6 +21,7 @@ from gacflow.voice import VoiceSpec
 
 from .augment import apply as apply_augment
 from .augment import raw_length
+from .compact import unpack_if_needed
 from .config import TrainConfig
 from .ctc import PhonemeHead, PhonemeSampler, ctc
 from .losses import mel_l1, multi_resolution_stft
@@ -34,22 +35,67 @@ class CropSampler:
     """Random fixed-length crops from an int16 shard, augmented as the config says."""
 
     def __init__(self, shard: Path, frames: int, seed: int,
-                 augment: tuple[str, ...] = ("gain",)) -> None:
+                 augment: tuple[str, ...] = ("gain",), speakers: tuple[str, ...] = ()) -> None:
         self.audio = np.load(shard, mmap_mode="r")
         self.n = frames * FRAME_SAMPLES
         self.augment = augment
         self.raw = raw_length(augment, self.n)
-        if len(self.audio) <= self.raw:
+        self.spans = speaker_spans(shard, speakers, self.raw) if speakers else None
+        if self.spans is None and len(self.audio) <= self.raw:
             raise ValueError(f"{shard}: too little audio for {frames}-frame crops")
         self.rng = np.random.default_rng(seed)
 
     def batch(self, size: int, augment: bool = True) -> torch.Tensor:
         length = self.raw if augment else self.n
-        starts = self.rng.integers(0, len(self.audio) - length, size)
+        if self.spans is None:
+            starts = self.rng.integers(0, len(self.audio) - length, size)
+        else:  # uniform over the chosen speakers' audio
+            first, last = self.spans
+            pick = self.rng.integers(0, len(first), size)
+            starts = first[pick] + (self.rng.random(size) * (last[pick] - first[pick])).astype(int)
         x = np.stack([self.audio[s : s + length] for s in starts]).astype(np.float32) / 32768.0
         if augment:
             x = apply_augment(x, self.augment, self.rng, self.n)
         return torch.from_numpy(x.astype(np.float32))
+
+
+def speaker_spans(shard: Path, speakers: tuple[str, ...],
+                  length: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and last crop start of every file of the named speakers (corpus.json), so a
+    run can train on part of a corpus without a new shard."""
+    files = json.loads((shard.parent / "corpus.json").read_text())["splits"][shard.stem]["files"]
+    spans = [(f["offset"], f["offset"] + f["samples"] - length) for f in files
+             if f["speaker"] in speakers and f["samples"] > length]
+    if not spans:
+        raise ConfigError(f"{shard.parent}: no {shard.stem} files of speakers {list(speakers)} "
+                          "long enough for a crop")
+    first, last = (np.array(x, dtype=np.int64) for x in zip(*spans, strict=True))
+    return first, last
+
+
+class CropStream(torch.utils.data.IterableDataset):
+    """Endless augmented batches from worker processes, so a GPU step never waits for the
+    NumPy augmentation (speed, pitch, reverb) of the next batch."""
+
+    def __init__(self, sampler: CropSampler, size: int, seed: int) -> None:
+        self.sampler, self.size, self.seed = sampler, size, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        self.sampler.rng = np.random.default_rng([self.seed, info.id if info else 0])
+        while True:
+            yield self.sampler.batch(self.size)
+
+
+def batches(sampler: CropSampler, cfg: TrainConfig, step: int):
+    """Training batches: drawn in this process, or by `loader_workers` processes."""
+    if cfg.loader_workers <= 0:
+        while True:
+            yield sampler.batch(cfg.batch)
+    loader = torch.utils.data.DataLoader(
+        CropStream(sampler, cfg.batch, cfg.seed + step), batch_size=None,
+        num_workers=cfg.loader_workers, prefetch_factor=4, persistent_workers=True)
+    yield from loader
 
 
 def mel_stats(sampler: CropSampler, model: CodecModel) -> None:
@@ -67,10 +113,14 @@ def build_model(cfg: TrainConfig) -> CodecModel:
     return CodecModel(EncoderConfig(**enc), DecoderConfig(**cfg.decoder), layout)
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, cfg: TrainConfig, elapsed: float = 0.0) -> float:
+    """Warm-up, then cosine decay to 10 % over the steps, or over `max_minutes` of wall
+    time when that ends first (a time-boxed GPU lease still ends at the low rate)."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    if cfg.max_minutes > 0:
+        progress = max(progress, min(1.0, elapsed / (60 * cfg.max_minutes)))
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -93,7 +143,11 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "ckpt.pt"
     data = Path(cfg.data)
-    sampler = CropSampler(data / "train.npy", cfg.segment_frames, cfg.seed, cfg.augment)
+    unpack_if_needed(data)
+    if cfg.intel_data:
+        unpack_if_needed(Path(cfg.intel_data))
+    sampler = CropSampler(data / "train.npy", cfg.segment_frames, cfg.seed, cfg.augment,
+                          tuple(cfg.speakers))
     valid = CropSampler(data / "valid.npy", cfg.segment_frames, 1234).batch(16, augment=False)
     model = build_model(cfg)
     voice = voice_spec(cfg, model)
@@ -161,11 +215,13 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     rng = np.random.default_rng(cfg.seed + 7 + step)
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.name}", unit="step")
     t0 = time.time()
+    stream = batches(sampler, cfg, step)
     while step < cfg.steps:
         model.train()
+        elapsed = time.time() - t0
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg) * g.get("lr_scale", 1.0)
-        wav = sampler.batch(cfg.batch).to(device)
+            g["lr"] = lr_at(step, cfg, elapsed) * g.get("lr_scale", 1.0)
+        wav = next(stream).to(device, non_blocking=True)
         enh = torch.from_numpy((rng.random(cfg.batch) >= cfg.enh_drop).astype(np.float32))
         cond = None if voice is None else batch_voice(wav, voice, cfg.voice_drop, rng)
         with amp:
@@ -210,8 +266,10 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         step += 1
         bar.update(1)
         bar.set_postfix(mel=f"{l_mel.item():.3f}", stft=f"{l_stft.item():.3f}")
-        rec.update(lr=lr_at(step, cfg), elapsed=round(time.time() - t0, 1))
-        if step % cfg.valid_every == 0 or step == cfg.steps:
+        elapsed = time.time() - t0
+        rec.update(lr=lr_at(step, cfg, elapsed), elapsed=round(elapsed, 1))
+        last = step == cfg.steps or (cfg.max_minutes > 0 and elapsed >= 60 * cfg.max_minutes)
+        if step % cfg.valid_every == 0 or last:
             rec.update(validate(model, valid.to(device),
                                 None if valid_voice is None else valid_voice.to(device)))
             if valid_phonemes is not None:
@@ -228,11 +286,13 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         if step % 10 == 0 or "valid_mel_275" in rec:
             log.write(json.dumps(rec) + "\n")
             log.flush()
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        if step % cfg.checkpoint_every == 0 or last:
             payload = checkpoint_payload(model, opt, step, cfg, disc, opt_d, voice)
             if kept_digits:
                 payload["kept_digits"] = kept_digits
             save_checkpoint(ckpt_path, payload)
+        if last:
+            break
     bar.close()
     return ckpt_path
 

@@ -45,7 +45,7 @@ def f0_targets(wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     spec = torch.fft.rfft(seg, size)
     corr = torch.fft.irfft(torch.fft.rfft(head, size).conj() * spec, size)[..., : lag_max + 1]
     sq = F.pad(seg.pow(2).cumsum(-1), (1, 0))
-    lags = torch.arange(lag_max + 1)
+    lags = torch.arange(lag_max + 1, device=wav.device)
     energy0 = sq[..., WINDOW : WINDOW + 1]
     energy_lag = sq[..., lags + WINDOW] - sq[..., lags]
     diff = (energy0 + energy_lag - 2 * corr).clamp(min=0)

@@ -46,3 +46,17 @@ def checkpoint_layout(ck: dict[str, Any]) -> TokenLayout:
 def split_state(model_state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The entries of one sub-module (`encoder.`, `decoder.`) without the prefix."""
     return {k[len(prefix):]: v for k, v in model_state.items() if k.startswith(prefix)}
+
+
+def slim_checkpoint(path: Path, out: Path, parts: tuple[str, ...] = ("encoder", "decoder")
+                    ) -> None:
+    """A weights-only copy: no optimiser, discriminator or training-head state; decoder
+    weights in fp16 (the bundle ships them so), encoder in fp32 (its hash is the codec id and
+    INT8 export calibrates from it). `parts=("decoder",)` leaves the encoder out, for a
+    frozen-encoder run whose encoder came back already. Loads like any checkpoint."""
+    ck = read_checkpoint(path)
+    prefixes = tuple(f"{p}." for p in parts)
+    model = {k: v.half() if k.startswith("decoder.") and v.is_floating_point() else v
+             for k, v in ck["model"].items() if k.startswith(prefixes)}
+    keep = {k: v for k, v in ck.items() if k not in ("opt", "opt_d", "disc", "model")}
+    save_checkpoint(out, {**keep, "model": model})
