@@ -61,7 +61,8 @@ def pack(data: Path, out: Path, level: float = 0.92, splits: tuple[str, ...] = (
         starts = range(0, len(shard), step)
         chunks = []
         with ProcessPoolExecutor(workers) as pool:
-            jobs = [pool.submit(_encode_chunk, np.array(shard[s : s + step]), level) for s in starts]
+            jobs = [pool.submit(_encode_chunk, np.array(shard[s : s + step]), level)
+                    for s in starts]
             for i, (s, job) in enumerate(tqdm(list(zip(starts, jobs, strict=True)),
                                               desc=f"pack {split}", unit="chunk")):
                 name = f"{split}.{i:03d}.ogg"
