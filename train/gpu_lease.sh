@@ -13,13 +13,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-if ! $PY -c "import gacflow.train" 2>/dev/null; then  # the package by its folders, no install
-  pkg=/tmp/gacflow-pkg/gacflow
-  mkdir -p "$pkg"
-  for f in "$PWD"/sdk/*; do ln -sfn "$f" "$pkg/"; done
-  for d in train export evaluate:eval edge cloud; do ln -sfn "$PWD/${d%%:*}" "$pkg/${d##*:}"; done
-  export PYTHONPATH=/tmp/gacflow-pkg:$PYTHONPATH
-fi
+source train/package_path.sh
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=20
 # MINUTES (optional) overrides each stage's max_minutes, e.g. for a short rehearsal on CPU
 train() { $PY -m gacflow.train.cli fit --config "train/configs/$1.toml" --run "runs/${1//_/-}" \
