@@ -62,22 +62,24 @@ def onnx_agreement(path: Path, encoder, mels: list[np.ndarray], layout: TokenLay
 
 def quantize_onnx(src: ExportSource, fp32: Path, out: Path, calib: list[np.ndarray],
                   opts: ExportOptions) -> str:
-    """Quantize with the requested plan; "auto" tries "fast" and widens to "wide" when its
-    agreement on training-speaker audio (not the validation set) is under the target.
-    "fast" runs at the speed of all-uint8 (~0.35 ms per call); "wide" keeps ~1 point more
-    tokens but takes ~2x the time. Returns the plan used."""
+    """Quantize with the requested plan; "auto" tries "fast", then "wide", then "uint16",
+    taking the first whose agreement on training-speaker audio (not the validation set)
+    meets the target. "fast" runs at the speed of all-uint8 (~0.35 ms per call); "wide"
+    keeps ~1 point more tokens but takes ~2x the time; "uint16" runs the convolutions in
+    float. Returns the plan used."""
     from .onnx_export import quantize_int8
 
     if opts.onnx_precision != "auto":
         quantize_int8(fp32, out, calib, plan=opts.onnx_precision)
         return opts.onnx_precision
-    quantize_int8(fp32, out, calib, plan="fast")
     select = [utterance_mels(u) for u in load_utterances(opts.calibration, "train", 60.0,
                                                          seed=7)]
-    if onnx_agreement(out, src.encoder, select, src.layout) >= opts.min_agreement:
-        return "fast"
-    quantize_int8(fp32, out, calib, plan="wide")
-    return "wide"
+    for plan in ("fast", "wide"):
+        quantize_int8(fp32, out, calib, plan=plan)
+        if onnx_agreement(out, src.encoder, select, src.layout) >= opts.min_agreement:
+            return plan
+    quantize_int8(fp32, out, calib, plan="uint16")
+    return "uint16"
 
 
 def stage_encoders(src: ExportSource, opts: ExportOptions, stage: Path
@@ -108,6 +110,7 @@ ONNX_PLAN_TEXT = {
     "fast": "uint8 activations; residual stream and head logit uint16; sigmoid/scale float",
     "wide": "uint8 activations; residual stream, depthwise outputs and head logit uint16; "
             "sigmoid/scale float",
+    "uint16": "uint16 activations; sigmoid/scale float",
 }
 
 

@@ -192,3 +192,24 @@ def test_cli_user_errors_are_one_line(args: list[str], message: str, tmp_path: P
     assert export_main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_the_all_uint16_plan_keeps_the_tokens(tmp_path: Path, bundle_dir: Path,
+                                              sample_path: Path, speech: np.ndarray,
+                                              torch_tokens: np.ndarray) -> None:
+    """`uint16` (every activation 16-bit; auto's last resort for encoders with wide
+    activations) still yields a working INT8-weight graph that keeps the tokens."""
+    from gacflow.edge.runtime_onnx import OnnxEncoderRuntime
+    from gacflow.export.onnx_export import precision_plan
+
+    out = tmp_path / "b16"
+    assert export_main([str(bundle_dir), "--out", str(out), "--formats", "onnx",
+                        "--onnx-precision", "uint16", "--calibration", str(sample_path.parent),
+                        "--validation", str(sample_path.parent), "--calibration-seconds", "20",
+                        "--validation-seconds", "10", "--min-agreement", "0"]) == 0
+    b = Bundle.load(out)
+    assert b.manifest["edge"]["onnx"]["precision_plan"] == "uint16"
+    ids = _tokens(OnnxEncoderRuntime(b), b, speech[: 10 * 16000])
+    assert (ids == torch_tokens).mean() >= 0.95
+    tail, overrides = precision_plan(out / "encoder.fp32.onnx", "uint16")
+    assert overrides and all(o[0]["quant_type"].name == "QUInt16" for o in overrides.values())
