@@ -118,3 +118,40 @@ def test_a_slim_checkpoint_drops_training_state_and_still_makes_a_bundle(
     assert train_cli(["slim", str(run / "ckpt.pt"), "--out", str(dec), "--decoder-only"]) == 0
     assert not any(k.startswith("encoder.")
                    for k in torch.load(dec, weights_only=False)["model"])
+
+
+def test_the_lease_script_runs_both_stages_and_leaves_slim_weights(tmp_path: Path,
+                                                                   corpus: Path) -> None:
+    """train/gpu_lease.sh end to end on CPU with tiny configs: stage 1, its large decoder
+    grown from it, slim weights and one log archive in $OUT; a broken config -> exit 1."""
+    import os
+    import subprocess
+    import sys
+    import tarfile
+
+    root = Path(__file__).resolve().parents[1]
+    configs, runs, out = tmp_path / "configs", tmp_path / "runs", tmp_path / "out"
+    configs.mkdir()
+    (configs / "tiny.toml").write_text(f'data = "{corpus}"\nsteps = 2\nvalid_every = 2\n' + TINY)
+    (configs / "tiny_large.toml").write_text(
+        f'data = "{corpus}"\nsteps = 2\nvalid_every = 2\ninit_from = "{runs}/tiny/ckpt.pt"\n'
+        "freeze_encoder = true\ngan_start = 0\n" + TINY.replace("blocks_high = 1",
+                                                                "blocks_high = 2"))
+    env = {**os.environ, "CONFIGS": str(configs), "RUNS": str(runs), "OUT": str(out),
+           "PYTHON": sys.executable, "WHEELS": str(tmp_path / "none")}
+    script = root / "train" / "gpu_lease.sh"
+    done = subprocess.run(["bash", str(script), "tiny"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert {p.name for p in out.iterdir()} == {"tiny.pt", "tiny_large.pt", "logs.tar.gz"}
+    large = torch.load(out / "tiny_large.pt", weights_only=False)
+    assert large["decoder_config"]["blocks_high"] == 2
+    assert not any(k.startswith("encoder.") for k in large["model"])
+    with tarfile.open(out / "logs.tar.gz") as tar:
+        assert {"tiny.log", "tiny_large.jsonl"} <= set(tar.getnames())
+    (configs / "tiny_large.toml").write_text('init_from = "/nowhere.pt"\n' + TINY)
+    failed = subprocess.run(["bash", str(script), "tiny"], cwd=root,
+                            env={**env, "OUT": str(tmp_path / "out2"),
+                                 "RUNS": str(tmp_path / "runs2")},
+                            capture_output=True, text=True, timeout=600)
+    assert failed.returncode == 1 and "tiny incomplete" in failed.stderr

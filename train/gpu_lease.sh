@@ -4,26 +4,30 @@
 # and leave slim weights and logs in $OUT (default out/lease) to bring back.
 #   bash train/gpu_lease.sh gpu_semantic gpu_recorded
 # Runs with the machine's own python3 (PyTorch already there); wheels in .whl/ (soundfile
-# for the Opus corpus) are installed first when present. No network needed.
+# for the Opus corpus) are installed first when present. No network needed. Exit 1 when
+# a stage left no weights (its log in logs.tar.gz says why).
 set -u
+CONFIGS=${CONFIGS:-train/configs}  # where CFG.toml and CFG_large.toml are
+RUNS=${RUNS:-runs}  # run folders (checkpoints, logs)
 OUT=${OUT:-out/lease}
-mkdir -p "$OUT" runs
+mkdir -p "$OUT" "$RUNS"
 PY=${PYTHON:-python3}
-if ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
+WHEELS=${WHEELS:-.whl}
+if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$WHEELS"/*.whl || exit 1
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-source train/package_path.sh
+source "$(dirname "$0")/package_path.sh"
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=20
 # MINUTES (optional) overrides each stage's max_minutes, e.g. for a short rehearsal on CPU
-train() { $PY -m gacflow.train.cli fit --config "train/configs/$1.toml" --run "runs/${1//_/-}" \
+train() { $PY -m gacflow.train.cli fit --config "$CONFIGS/$1.toml" --run "$RUNS/${1//_/-}" \
             ${MINUTES:+--max-minutes $MINUTES}; }
 nvidia-smi --query-gpu=name,memory.used --format=csv,noheader 2>/dev/null
 for cfg in "$@"; do
-  data=$($PY -c "from gacflow.train.config import TrainConfig as T; print(T.load('train/configs/$cfg.toml').data)")
+  data=$($PY -c "from gacflow.train.config import TrainConfig as T; print(T.load('$CONFIGS/$cfg.toml').data)")
   $PY -c "from pathlib import Path; from gacflow.train.compact import unpack_if_needed as u; u(Path('$data'), 12)"
 done
-slim() { $PY -m gacflow.train.cli slim "runs/${1//_/-}/ckpt.pt" --out "$OUT/$1.pt" "${@:2}"; }
+slim() { $PY -m gacflow.train.cli slim "$RUNS/${1//_/-}/ckpt.pt" --out "$OUT/$1.pt" "${@:2}"; }
 for cfg in "$@"; do  # each stage's weights are slimmed as soon as it ends
   (train "$cfg" > "$OUT/$cfg.log" 2>&1 && slim "$cfg" && \
    train "${cfg}_large" > "$OUT/${cfg}_large.log" 2>&1 && slim "${cfg}_large" --decoder-only) &
@@ -31,10 +35,13 @@ done
 wait
 logs=()
 for cfg in "$@"; do
-  run=runs/${cfg//_/-}
+  run=$RUNS/${cfg//_/-}
   cp "$run/log.jsonl" "$OUT/$cfg.jsonl" 2>/dev/null
   cp "$run-large/log.jsonl" "$OUT/${cfg}_large.jsonl" 2>/dev/null
   logs+=("$cfg.log" "${cfg}_large.log" "$cfg.jsonl" "${cfg}_large.jsonl")
 done
 (cd "$OUT" && tar czf logs.tar.gz --ignore-failed-read "${logs[@]}" 2>/dev/null; rm -f "${logs[@]}")
 ls -la "$OUT"
+for cfg in "$@"; do  # a stage that failed left no weights: say so in the exit status
+  [ -f "$OUT/$cfg.pt" ] && [ -f "$OUT/${cfg}_large.pt" ] || { echo "lease: $cfg incomplete" >&2; exit 1; }
+done
