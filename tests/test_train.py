@@ -445,6 +445,41 @@ def test_pitch_auxiliary_reads_f0_from_the_codes(tmp_path: Path, speech: np.ndar
     assert np.isfinite(codec.decode(codec.encode(speech[:16000]))).all()
 
 
+def test_quantization_aware_training_rounds_like_the_edge_and_saves_plain_weights(
+        tmp_path: Path, speech: np.ndarray) -> None:
+    """With `qat`, the encoder's activations pass through uint8 fake quantization with
+    running ranges (at most 256 levels each); checkpoints hold only the plain encoder
+    (same keys as without QAT), so bundles and the codec id work as before."""
+    from gacflow.bundle import Bundle
+    from gacflow.model import Codec
+    from gacflow.train.qat import FakeUint8, enable
+
+    q = FakeUint8()
+    x = torch.linspace(-1.0, 3.0, 10000)
+    assert len(torch.unique(q(x))) <= 256 and torch.allclose(q(x), x, atol=4 / 255)
+    q.eval()
+    assert torch.allclose(q(torch.tensor([5.0, -2.0])), torch.tensor([3.0, -1.0]), atol=0.01)
+
+    phoneme_corpus(tmp_path / "corpus", tmp_path / "synth", speech)
+    (tmp_path / "q.toml").write_text("qat = true\n" + tiny_codec(3))
+    run = tmp_path / "run"
+    assert train_cli(["fit", "--data", str(tmp_path / "corpus"), "--config",
+                      str(tmp_path / "q.toml"), "--run", str(run)]) == 0
+    ck = torch.load(run / "ckpt.pt", weights_only=False)
+    assert not any("qat" in k for k in ck["model"])
+    assert train_cli(["bundle", str(run / "ckpt.pt"), "--out", str(tmp_path / "b")]) == 0
+    codec = Codec.from_bundle(Bundle.load(tmp_path / "b").root)
+    assert np.isfinite(codec.decode(codec.encode(speech[:16000]))).all()
+    from gacflow.train.config import TrainConfig
+    from gacflow.train.loop import build_model
+
+    model = build_model(TrainConfig.load(tmp_path / "q.toml"))
+    quantizers = enable(model.encoder)
+    assert len(quantizers) == 1 + 4 * len(model.encoder.blocks)
+    model.encoder(model.mel(torch.from_numpy(speech[:6400].copy())[None]))
+    assert all(bool(q.seen) for q in quantizers)
+
+
 def test_intelligibility_loss_runs_a_frozen_recogniser_on_decoded_speech(
         tmp_path: Path, speech: np.ndarray) -> None:
     """`gacflow-train recognizer` trains (and resumes) a phoneme recogniser on a corpus with

@@ -39,6 +39,7 @@ class TrainConfig:
     intel_mel_weight: float = 0.0  # mel distance of those decoded utterances
     intel_data: str = ""  # corpus with phonemes for it (default: `data`)
     intel_seconds: float = 6.0  # longest utterance it decodes
+    qat: bool = False  # fake uint8 activations in the encoder, as the INT8 edge graph has
     freeze_encoder: bool = False  # train a decoder for an existing encoder's tokens
     train_only: tuple[str, ...] = ()  # if set, only parameters with these name prefixes learn
     init_from: str = ""  # checkpoint file or bundle dir to start from (e.g. to grow a decoder)

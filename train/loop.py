@@ -27,6 +27,9 @@ from .ctc import PhonemeHead, PhonemeSampler, ctc
 from .losses import mel_l1, multi_resolution_stft
 from .model import CodecModel, init_state, load_checkpoint, load_grown
 from .pitch import PitchHead, cents_error, f0_targets, pitch_loss
+from .qat import enable as enable_qat
+from .qat import set_training as qat_training
+from .qat import to_device as qat_to_device
 from .recognizer import IntelligibilityLoss
 from .voice import batch_voice, load_spec
 
@@ -193,7 +196,9 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     if cfg.train_only:
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith(tuple(cfg.train_only)))
+    quantizers = enable_qat(model.encoder) if cfg.qat else []
     model.to(device)
+    qat_to_device(quantizers, device)
     if intel is not None:
         intel.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -218,6 +223,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     stream = batches(sampler, cfg, step)
     while step < cfg.steps:
         model.train()
+        qat_training(quantizers, True)
         elapsed = time.time() - t0
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg, elapsed) * g.get("lr_scale", 1.0)
@@ -270,6 +276,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         rec.update(lr=lr_at(step, cfg, elapsed), elapsed=round(elapsed, 1))
         last = step == cfg.steps or (cfg.max_minutes > 0 and elapsed >= 60 * cfg.max_minutes)
         if step % cfg.valid_every == 0 or last:
+            qat_training(quantizers, False)  # validate through the running ranges
             rec.update(validate(model, valid.to(device),
                                 None if valid_voice is None else valid_voice.to(device)))
             if valid_phonemes is not None:

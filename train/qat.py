@@ -1,0 +1,91 @@
+"""Quantization-aware training of the encoder: fake uint8 quantization where the edge's
+ONNX INT8 graph (`fast` plan, export/onnx_export.py) keeps uint8 activations.
+
+Why: the GPU-trained encoder of 2026-11 keeps only 91 % of its tokens under the `fast`
+and `wide` plans (its activations are wider than the CPU-trained one's) and needs all
+activations in uint16, 2.9x the edge time. Training through the same rounding teaches the
+encoder latents that survive it. The points mirror the exported step graph: the
+standardised mel entering the stem, each block's input as the uint8 conv-state buffer
+sees it, the depthwise output, the expansion after ReLU and the scaled projection
+before the residual add. The residual stream, stem output and head logit are uint16
+there, close enough to float to leave alone. Ranges are running min/max (EMA), like
+the MinMax calibration of the export. Weights stay float: per-channel int8 costs little.
+
+`enable(encoder)` patches the encoder in place for training; nothing of it is saved in
+checkpoints or bundles (the tokens at inference come from the plain float encoder).
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MOMENTUM = 0.01  # EMA of the observed range per training step
+
+
+class FakeUint8(nn.Module):
+    """Per-tensor asymmetric uint8 fake quantization with a running min/max range; the
+    gradient passes straight through inside the range (torch's fake_quantize)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("lo", torch.zeros(()))
+        self.register_buffer("hi", torch.zeros(()))
+        self.register_buffer("seen", torch.zeros((), dtype=torch.bool))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            with torch.no_grad():
+                lo, hi = x.detach().float().amin(), x.detach().float().amax()
+                if not bool(self.seen):
+                    self.lo.copy_(lo)
+                    self.hi.copy_(hi)
+                    self.seen.fill_(True)
+                else:
+                    self.lo.lerp_(lo, MOMENTUM)
+                    self.hi.lerp_(hi, MOMENTUM)
+        lo, hi = min(float(self.lo), 0.0), max(float(self.hi), 0.0)  # 0 exactly representable
+        scale = max((hi - lo) / 255.0, 1e-8)
+        zero = int(round(-lo / scale))
+        return torch.fake_quantize_per_tensor_affine(x.float(), scale, zero, 0, 255).to(x.dtype)
+
+
+def _block_mix(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    hidden = self.qat_hidden(F.relu(self.pw1(self.qat_dw(y))))
+    return x + self.qat_proj(self.scale * self.pw2(hidden))
+
+
+def _block_forward(self, x: torch.Tensor) -> torch.Tensor:
+    return self._mix(x, self.dw(F.pad(self.qat_input(x), (self.context, 0))))
+
+
+def enable(encoder: nn.Module) -> list[FakeUint8]:
+    """Patch `encoder` (a gacflow Encoder) for quantization-aware training; returns the
+    fake quantizers (their ranges are training state, not model weights)."""
+    quantizers = []
+    stem_input = FakeUint8()
+    encoder.stem.register_forward_pre_hook(lambda _m, args: (stem_input(args[0]),))
+    quantizers.append(stem_input)
+    encoder.qat_stem_input = [stem_input]  # a list: not registered as a submodule
+    for block in encoder.blocks:
+        fq = {name: FakeUint8() for name in ("qat_input", "qat_dw", "qat_hidden", "qat_proj")}
+        for name, q in fq.items():
+            object.__setattr__(block, name, q)  # kept out of state_dict and parameters
+            quantizers.append(q)
+        block._mix = types.MethodType(_block_mix, block)
+        block.forward = types.MethodType(_block_forward, block)
+    return quantizers
+
+
+def set_training(quantizers: list[FakeUint8], training: bool) -> None:
+    """Ranges update only while training (validation uses the running ranges)."""
+    for q in quantizers:
+        q.train(training)
+
+
+def to_device(quantizers: list[FakeUint8], device: torch.device) -> None:
+    for q in quantizers:
+        q.to(device)
