@@ -480,6 +480,24 @@ def test_quantization_aware_training_rounds_like_the_edge_and_saves_plain_weight
     assert all(bool(q.seen) for q in quantizers)
 
 
+def test_rounding_margin_penalises_latents_near_a_boundary_only(tmp_path: Path,
+                                                                speech: np.ndarray) -> None:
+    from gacflow.train.losses import rounding_margin
+
+    far = torch.tensor([0.0, 1.0, 2.2, 2.8])  # >= 0.3 from every k + 0.5
+    assert rounding_margin(far, 0.1) == 0
+    near = torch.tensor([0.49, 1.52], requires_grad=True)
+    loss = rounding_margin(near, 0.1)
+    loss.backward()
+    assert loss > 0 and near.grad[0] > 0 and near.grad[1] < 0  # descent: away from 0.5, 1.5
+    phoneme_corpus(tmp_path / "corpus", tmp_path / "synth", speech)
+    (tmp_path / "m.toml").write_text("margin_weight = 1.0\n" + tiny_codec(3))
+    run = tmp_path / "run"
+    assert train_cli(["fit", "--data", str(tmp_path / "corpus"), "--config",
+                      str(tmp_path / "m.toml"), "--run", str(run)]) == 0
+    assert '"margin"' in (run / "log.jsonl").read_text()
+
+
 def test_intelligibility_loss_runs_a_frozen_recogniser_on_decoded_speech(
         tmp_path: Path, speech: np.ndarray) -> None:
     """`gacflow-train recognizer` trains (and resumes) a phoneme recogniser on a corpus with

@@ -39,6 +39,8 @@ class TrainConfig:
     intel_mel_weight: float = 0.0  # mel distance of those decoded utterances
     intel_data: str = ""  # corpus with phonemes for it (default: `data`)
     intel_seconds: float = 6.0  # longest utterance it decodes
+    margin_weight: float = 0.0  # keep latents away from FSQ rounding boundaries (INT8 edge)
+    margin: float = 0.1  # in FSQ levels: a latent nearer a boundary than this is penalised
     qat: bool = False  # fake uint8 activations in the encoder, as the INT8 edge graph has
     freeze_encoder: bool = False  # train a decoder for an existing encoder's tokens
     train_only: tuple[str, ...] = ()  # if set, only parameters with these name prefixes learn

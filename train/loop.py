@@ -24,7 +24,7 @@ from .augment import raw_length
 from .compact import unpack_if_needed
 from .config import TrainConfig
 from .ctc import PhonemeHead, PhonemeSampler, ctc
-from .losses import mel_l1, multi_resolution_stft
+from .losses import mel_l1, multi_resolution_stft, rounding_margin
 from .model import CodecModel, init_state, load_checkpoint, load_grown
 from .pitch import PitchHead, cents_error, f0_targets, pitch_loss
 from .qat import enable as enable_qat
@@ -231,12 +231,16 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         enh = torch.from_numpy((rng.random(cfg.batch) >= cfg.enh_drop).astype(np.float32))
         cond = None if voice is None else batch_voice(wav, voice, cfg.voice_drop, rng)
         with amp:
-            codes = model.codes(wav)
+            codes, latents = model.codes_and_latents(wav)
             out = model.decode(codes, enh.to(device), cond).float()
         l_mel = mel_l1(model.mel, out, wav)
         l_stft = multi_resolution_stft(out, wav)
         loss = cfg.mel_weight * l_mel + cfg.stft_weight * l_stft
         rec = {"step": step + 1, "mel": l_mel.item(), "stft": l_stft.item()}
+        if cfg.margin_weight > 0:
+            l_margin = rounding_margin(latents, cfg.margin)
+            loss = loss + cfg.margin_weight * l_margin
+            rec["margin"] = l_margin.item()
         if phonemes is not None:
             l_ctc = ctc_step(model, phonemes, cfg.ctc_batch, device, amp)
             loss = loss + cfg.ctc_weight * l_ctc

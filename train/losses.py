@@ -26,3 +26,15 @@ def multi_resolution_stft(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def mel_l1(mel_fn: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(mel_fn(x), mel_fn(y))
+
+
+def rounding_margin(u: torch.Tensor, margin: float) -> torch.Tensor:
+    """Penalty on latents closer than `margin` to an FSQ rounding boundary (k + 0.5).
+
+    Why: the edge computes u with an INT8 graph whose error is a few hundredths of a level;
+    a latent that sits near a boundary then rounds the other way and the token differs from
+    the float encoder's. Latents kept `margin` away survive that error.
+    """
+    frac = u.float() - torch.floor(u.float())
+    gap = (frac - 0.5).abs()  # distance to the boundary at k + 0.5
+    return F.relu(margin - gap).pow(2).mean() / margin**2

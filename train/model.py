@@ -26,7 +26,12 @@ class CodecModel(nn.Module):
 
     def codes(self, wav: torch.Tensor) -> torch.Tensor:
         """wav [B, N] -> quantized codes [B, T, D] (straight-through), as the tokens carry."""
-        return quantize_ste(self.encoder(self.mel(wav)), self.encoder.levels)
+        return self.codes_and_latents(wav)[0]
+
+    def codes_and_latents(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The codes and the bounded latent u they are rounded from (for the margin loss)."""
+        u = self.encoder(self.mel(wav))
+        return quantize_ste(u, self.encoder.levels), u
 
     def forward(self, wav: torch.Tensor, enh_present: torch.Tensor,
                 voice: torch.Tensor | None = None) -> torch.Tensor:
