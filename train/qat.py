@@ -69,7 +69,6 @@ def enable(encoder: nn.Module) -> list[FakeUint8]:
     stem_input = FakeUint8()
     encoder.stem.register_forward_pre_hook(lambda _m, args: (stem_input(args[0]),))
     quantizers.append(stem_input)
-    encoder.qat_stem_input = [stem_input]  # a list: not registered as a submodule
     for block in encoder.blocks:
         fq = {name: FakeUint8() for name in ("qat_input", "qat_dw", "qat_hidden", "qat_proj")}
         for name, q in fq.items():
