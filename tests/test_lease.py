@@ -55,10 +55,19 @@ def test_a_packed_corpus_is_small_and_decodes_back_to_aligned_shards(tmp_path: P
         snr = 10 * np.log10((a**2).sum() / ((a - b) ** 2).sum())
         assert snr > 10  # same samples, not shifted: a lag would leave ~0 dB
     assert (packed / "corpus.json").read_text() == (corpus / "corpus.json").read_text()
-    with pytest.raises(ConfigError, match="corpus.json"):
-        from gacflow.train.compact import pack
+    from gacflow.train.compact import pack
 
+    with pytest.raises(ConfigError, match="corpus.json"):
         pack(tmp_path / "nowhere", tmp_path / "x")
+    with pytest.raises(ConfigError, match="test.npy"):
+        pack(corpus, tmp_path / "y", splits=("test",))
+    empty = tmp_path / "empty"  # a split with no audio packs and unpacks as an empty shard
+    empty.mkdir()
+    (empty / "corpus.json").write_text("{}")
+    np.save(empty / "valid.npy", np.zeros(0, np.int16))
+    pack(empty, tmp_path / "packed-empty", splits=("valid",))
+    unpack_if_needed(tmp_path / "packed-empty")
+    assert len(np.load(tmp_path / "packed-empty" / "valid.npy")) == 0
 
 
 def test_crops_come_only_from_the_named_speakers(corpus: Path) -> None:

@@ -57,6 +57,9 @@ def pack(data: Path, out: Path, level: float = 0.92, splits: tuple[str, ...] = (
     manifest: dict = {"level": level, "splits": {}}
     step = CHUNK_SECONDS * SAMPLE_RATE
     for split in splits:
+        if not (data / f"{split}.npy").is_file():
+            raise ConfigError(f"{data} has no {split}.npy shard (build it with gacflow-train "
+                              "corpus)")
         shard = np.load(data / f"{split}.npy", mmap_mode="r")
         starts = range(0, len(shard), step)
         chunks = []
@@ -87,4 +90,4 @@ def unpack_if_needed(data: Path, workers: int = 8) -> None:
             parts = list(pool.map(_decode_chunk, [data / c["file"] for c in chunks],
                                   [c["samples"] for c in chunks]))
         with atomic_path(data / f"{split}.npy") as tmp, tmp.open("wb") as f:
-            np.save(f, np.concatenate(parts))
+            np.save(f, np.concatenate(parts) if parts else np.zeros(0, np.int16))
