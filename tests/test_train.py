@@ -467,6 +467,11 @@ def test_quantization_aware_training_rounds_like_the_edge_and_saves_plain_weight
                       str(tmp_path / "q.toml"), "--run", str(run)]) == 0
     ck = torch.load(run / "ckpt.pt", weights_only=False)
     assert not any("qat" in k for k in ck["model"])
+    (tmp_path / "c.toml").write_text("qat = true\nqat_consistency = 1.0\n" + tiny_codec(2))
+    assert train_cli(["fit", "--data", str(tmp_path / "corpus"), "--config",
+                      str(tmp_path / "c.toml"), "--run", str(tmp_path / "run_c")]) == 0
+    cons = (tmp_path / "run_c" / "log.jsonl").read_text()
+    assert '"qat_consistency"' in cons and "valid_mel_275" in cons
     assert train_cli(["bundle", str(run / "ckpt.pt"), "--out", str(tmp_path / "b")]) == 0
     codec = Codec.from_bundle(Bundle.load(tmp_path / "b").root)
     assert np.isfinite(codec.decode(codec.encode(speech[:16000]))).all()

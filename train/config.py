@@ -42,6 +42,8 @@ class TrainConfig:
     margin_weight: float = 0.0  # keep latents away from FSQ rounding boundaries (INT8 edge)
     margin: float = 0.1  # in FSQ levels: a latent nearer a boundary than this is penalised
     qat: bool = False  # fake uint8 activations in the encoder, as the INT8 edge graph has
+    qat_consistency: float = 0.0  # with qat: tokens from the float path, and this weight on
+    #   |quantized latent - float latent| (hundredths of a level), so both round alike
     freeze_encoder: bool = False  # train a decoder for an existing encoder's tokens
     train_only: tuple[str, ...] = ()  # if set, only parameters with these name prefixes learn
     init_from: str = ""  # checkpoint file or bundle dir to start from (e.g. to grow a decoder)

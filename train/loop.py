@@ -28,6 +28,7 @@ from .losses import mel_l1, multi_resolution_stft, rounding_margin
 from .model import CodecModel, init_state, load_checkpoint, load_grown
 from .pitch import PitchHead, cents_error, f0_targets, pitch_loss
 from .qat import enable as enable_qat
+from .qat import set_active as qat_active
 from .qat import set_training as qat_training
 from .qat import to_device as qat_to_device
 from .recognizer import IntelligibilityLoss
@@ -231,12 +232,20 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         enh = torch.from_numpy((rng.random(cfg.batch) >= cfg.enh_drop).astype(np.float32))
         cond = None if voice is None else batch_voice(wav, voice, cfg.voice_drop, rng)
         with amp:
+            qat_active(quantizers, not cfg.qat_consistency)  # float path for the tokens
             codes, latents = model.codes_and_latents(wav)
             out = model.decode(codes, enh.to(device), cond).float()
         l_mel = mel_l1(model.mel, out, wav)
         l_stft = multi_resolution_stft(out, wav)
         loss = cfg.mel_weight * l_mel + cfg.stft_weight * l_stft
         rec = {"step": step + 1, "mel": l_mel.item(), "stft": l_stft.item()}
+        if quantizers and cfg.qat_consistency > 0:
+            qat_active(quantizers, True)
+            with amp:
+                u_int8 = model.encoder(model.mel(wav))
+            l_cons = (u_int8.float() - latents.float()).abs().mean() / 0.01
+            loss = loss + cfg.qat_consistency * l_cons
+            rec["qat_consistency"] = l_cons.item()
         if cfg.margin_weight > 0:
             l_margin = rounding_margin(latents, cfg.margin)
             loss = loss + cfg.margin_weight * l_margin
@@ -280,7 +289,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         rec.update(lr=lr_at(step, cfg, elapsed), elapsed=round(elapsed, 1))
         last = step == cfg.steps or (cfg.max_minutes > 0 and elapsed >= 60 * cfg.max_minutes)
         if step % cfg.valid_every == 0 or last:
-            qat_training(quantizers, False)  # validate through the running ranges
+            qat_training(quantizers, False)  # validate through the running ranges,
+            qat_active(quantizers, not cfg.qat_consistency)  # on the path that makes tokens
             rec.update(validate(model, valid.to(device),
                                 None if valid_voice is None else valid_voice.to(device)))
             if valid_phonemes is not None:

@@ -35,8 +35,11 @@ class FakeUint8(nn.Module):
         self.register_buffer("lo", torch.zeros(()))
         self.register_buffer("hi", torch.zeros(()))
         self.register_buffer("seen", torch.zeros((), dtype=torch.bool))
+        self.active = True  # False: pass-through (the float path, for the consistency loss)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return x
         if self.training:
             with torch.no_grad():
                 lo, hi = x.detach().float().amin(), x.detach().float().amax()
@@ -88,3 +91,9 @@ def set_training(quantizers: list[FakeUint8], training: bool) -> None:
 def to_device(quantizers: list[FakeUint8], device: torch.device) -> None:
     for q in quantizers:
         q.to(device)
+
+
+def set_active(quantizers: list[FakeUint8], active: bool) -> None:
+    """Switch between the quantized path (the edge's INT8 graph) and the float one."""
+    for q in quantizers:
+        q.active = active
