@@ -27,6 +27,7 @@ from .ctc import PhonemeHead, PhonemeSampler, ctc
 from .losses import mel_l1, multi_resolution_stft, rounding_margin
 from .model import CodecModel, init_state, load_checkpoint, load_grown
 from .pitch import PitchHead, cents_error, f0_targets, pitch_loss
+from .qat import consistency_loss as qat_consistency
 from .qat import enable as enable_qat
 from .qat import set_active as qat_active
 from .qat import set_training as qat_training
@@ -240,10 +241,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         loss = cfg.mel_weight * l_mel + cfg.stft_weight * l_stft
         rec = {"step": step + 1, "mel": l_mel.item(), "stft": l_stft.item()}
         if quantizers and cfg.qat_consistency > 0:
-            qat_active(quantizers, True)
-            with amp:
-                u_int8 = model.encoder(model.mel(wav))
-            l_cons = (u_int8.float() - latents.float()).abs().mean() / 0.01
+            l_cons = qat_consistency(model.encoder, model.mel(wav), latents, quantizers, amp)
             loss = loss + cfg.qat_consistency * l_cons
             rec["qat_consistency"] = l_cons.item()
         if cfg.margin_weight > 0:

@@ -97,3 +97,16 @@ def set_active(quantizers: list[FakeUint8], active: bool) -> None:
     """Switch between the quantized path (the edge's INT8 graph) and the float one."""
     for q in quantizers:
         q.active = active
+
+
+def consistency_loss(encoder: nn.Module, mel: torch.Tensor, latents: torch.Tensor,
+                     quantizers: list[FakeUint8], amp) -> torch.Tensor:
+    """Mean |INT8-path latent - float latent| in hundredths of a level: what makes the edge's
+    tokens differ from the float encoder's. Leaves the quantizers on the float path."""
+    set_active(quantizers, True)
+    try:
+        with amp:
+            u_int8 = encoder(mel)
+    finally:
+        set_active(quantizers, False)
+    return (u_int8.float() - latents.float()).abs().mean() / 0.01
