@@ -6,11 +6,7 @@ set -u
 OUT=${OUT:-out}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-if ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-source train/package_path.sh
+source "$(dirname "$0")/../train/device_env.sh"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 $PY bench/bench_cloud.py --streams 1 --gpu-streams 1,64,256,512,1024,2048 --latency-seconds 0 \
     --out "$OUT/cloud_gpu.md" "$@"

@@ -12,12 +12,7 @@ RUNS=${RUNS:-runs}  # run folders (checkpoints, logs)
 OUT=${OUT:-out/lease}
 mkdir -p "$OUT" "$RUNS"
 PY=${PYTHON:-python3}
-WHEELS=${WHEELS:-.whl}
-if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$WHEELS"/*.whl || exit 1
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-source "$(dirname "$0")/package_path.sh"
+source "$(dirname "$0")/device_env.sh"
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=20
 # MINUTES (optional) overrides each stage's max_minutes, e.g. for a short rehearsal on CPU
 train() { $PY -m gacflow.train.cli fit --config "$CONFIGS/$1.toml" --run "$RUNS/${1//_/-}" \
