@@ -30,8 +30,6 @@ from .pitch import PitchHead, cents_error, f0_targets, pitch_loss
 from .qat import consistency_loss as qat_consistency
 from .qat import enable as enable_qat
 from .qat import set_active as qat_active
-from .qat import set_training as qat_training
-from .qat import to_device as qat_to_device
 from .recognizer import IntelligibilityLoss
 from .voice import batch_voice, load_spec
 
@@ -198,9 +196,10 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     if cfg.train_only:
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith(tuple(cfg.train_only)))
-    quantizers = enable_qat(model.encoder) if cfg.qat else []
+    quantizers = enable_qat(model.encoder) if cfg.qat else torch.nn.ModuleList()
+    qat_active(quantizers, not cfg.qat_consistency)  # consistency: tokens from float path
     model.to(device)
-    qat_to_device(quantizers, device)
+    quantizers.to(device)
     if intel is not None:
         intel.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -225,7 +224,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     stream = batches(sampler, cfg, step)
     while step < cfg.steps:
         model.train()
-        qat_training(quantizers, True)
+        quantizers.train()
         elapsed = time.time() - t0
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg, elapsed) * g.get("lr_scale", 1.0)
@@ -233,7 +232,6 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         enh = torch.from_numpy((rng.random(cfg.batch) >= cfg.enh_drop).astype(np.float32))
         cond = None if voice is None else batch_voice(wav, voice, cfg.voice_drop, rng)
         with amp:
-            qat_active(quantizers, not cfg.qat_consistency)  # float path for the tokens
             codes, latents = model.codes_and_latents(wav)
             out = model.decode(codes, enh.to(device), cond).float()
         l_mel = mel_l1(model.mel, out, wav)
@@ -287,8 +285,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         rec.update(lr=lr_at(step, cfg, elapsed), elapsed=round(elapsed, 1))
         last = step == cfg.steps or (cfg.max_minutes > 0 and elapsed >= 60 * cfg.max_minutes)
         if step % cfg.valid_every == 0 or last:
-            qat_training(quantizers, False)  # validate through the running ranges,
-            qat_active(quantizers, not cfg.qat_consistency)  # on the path that makes tokens
+            quantizers.eval()  # validate through the running ranges
             rec.update(validate(model, valid.to(device),
                                 None if valid_voice is None else valid_voice.to(device)))
             if valid_phonemes is not None:

@@ -40,19 +40,15 @@ class FakeUint8(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.active:
             return x
-        if self.training:
+        if self.training:  # tensor ops only: no host sync per call on a GPU
             with torch.no_grad():
                 lo, hi = x.detach().float().amin(), x.detach().float().amax()
-                if not bool(self.seen):
-                    self.lo.copy_(lo)
-                    self.hi.copy_(hi)
-                    self.seen.fill_(True)
-                else:
-                    self.lo.lerp_(lo, MOMENTUM)
-                    self.hi.lerp_(hi, MOMENTUM)
-        lo, hi = min(float(self.lo), 0.0), max(float(self.hi), 0.0)  # 0 exactly representable
-        scale = max((hi - lo) / 255.0, 1e-8)
-        zero = int(round(-lo / scale))
+                self.lo.copy_(torch.where(self.seen, self.lo.lerp(lo, MOMENTUM), lo))
+                self.hi.copy_(torch.where(self.seen, self.hi.lerp(hi, MOMENTUM), hi))
+                self.seen.fill_(True)
+        lo, hi = self.lo.clamp(max=0.0), self.hi.clamp(min=0.0)  # 0 exactly representable
+        scale = ((hi - lo) / 255.0).clamp(min=1e-8)
+        zero = torch.round(-lo / scale).to(torch.int32)
         return torch.fake_quantize_per_tensor_affine(x.float(), scale, zero, 0, 255).to(x.dtype)
 
 
@@ -65,10 +61,11 @@ def _block_forward(self, x: torch.Tensor) -> torch.Tensor:
     return self._mix(x, self.dw(F.pad(self.qat_input(x), (self.context, 0))))
 
 
-def enable(encoder: nn.Module) -> list[FakeUint8]:
+def enable(encoder: nn.Module) -> nn.ModuleList:
     """Patch `encoder` (a gacflow Encoder) for quantization-aware training; returns the
-    fake quantizers (their ranges are training state, not model weights)."""
-    quantizers = []
+    fake quantizers (their ranges are training state, not model weights: a ModuleList
+    outside the model, moved and switched to train/eval with it by the caller)."""
+    quantizers = nn.ModuleList()
     stem_input = FakeUint8()
     encoder.stem.register_forward_pre_hook(lambda _m, args: (stem_input(args[0]),))
     quantizers.append(stem_input)
@@ -82,25 +79,14 @@ def enable(encoder: nn.Module) -> list[FakeUint8]:
     return quantizers
 
 
-def set_training(quantizers: list[FakeUint8], training: bool) -> None:
-    """Ranges update only while training (validation uses the running ranges)."""
-    for q in quantizers:
-        q.train(training)
-
-
-def to_device(quantizers: list[FakeUint8], device: torch.device) -> None:
-    for q in quantizers:
-        q.to(device)
-
-
-def set_active(quantizers: list[FakeUint8], active: bool) -> None:
+def set_active(quantizers: nn.ModuleList, active: bool) -> None:
     """Switch between the quantized path (the edge's INT8 graph) and the float one."""
     for q in quantizers:
         q.active = active
 
 
 def consistency_loss(encoder: nn.Module, mel: torch.Tensor, latents: torch.Tensor,
-                     quantizers: list[FakeUint8], amp) -> torch.Tensor:
+                     quantizers: nn.ModuleList, amp) -> torch.Tensor:
     """Mean |INT8-path latent - float latent| in hundredths of a level: what makes the edge's
     tokens differ from the float encoder's. Leaves the quantizers on the float path."""
     set_active(quantizers, True)
