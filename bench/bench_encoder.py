@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     fp32_done = False
     for path in args.bundles:
         bundle = Bundle.load(path)
+        codec = bundle.codec_id
         edge = bundle.manifest.get("edge", {})
         onnx_plan = edge.get("onnx", {}).get("precision_plan", "")
         cases = [("ONNX Runtime", "fp32", "encoder.fp32.onnx")] if not fp32_done else []
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         for engine, prec, name in cases:
             if bundle.has(name):
                 rt = OnnxEncoderRuntime(bundle, threads=1, file=name)
-                rows.append((engine, prec, bundle.path(name).stat().st_size,
+                rows.append((codec, engine, prec, bundle.path(name).stat().st_size,
                              *time_runtime(rt, mels, args.repeats)))
         with tempfile.TemporaryDirectory() as tmp:
             try:
@@ -132,12 +133,12 @@ def main(argv: list[str] | None = None) -> int:
 
                 f32 = None if fp32_done else fp32_tflite(bundle, Path(tmp) / "fp32.tflite")
                 if f32 is not None:
-                    rows.append(("LiteRT", "fp32", f32.stat().st_size,
+                    rows.append((codec, "LiteRT", "fp32", f32.stat().st_size,
                                  *time_runtime(_FileLiteRT(f32), mels, args.repeats)))
                 if bundle.has("encoder.int8.tflite"):
                     q = edge.get("tflite", {}).get("quantization", "")
                     prec = "int8 (16x8)" if "int16 activations" in q else "int8"
-                    rows.append(("LiteRT", prec,
+                    rows.append((codec, "LiteRT", prec,
                                  bundle.path("encoder.int8.tflite").stat().st_size,
                                  *time_runtime(LiteRTEncoderRuntime(bundle, threads=1), mels,
                                                args.repeats)))
@@ -154,12 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.repeats} (best pass in brackets); {FRAME_RATE} `step` calls per second of "
         "audio, per-call overhead included.",
         "",
-        "| runtime | precision | file bytes | ms per call | ms per s of audio | % of real time |",
-        "|---|---|---:|---:|---:|---:|",
+        "| codec | runtime | precision | file bytes | ms per call | ms per s of audio | "
+        "% of real time |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
-    for engine, prec, size, med, best in rows:
+    for codec, engine, prec, size, med, best in rows:
         ms, bms = med * 1e3, best * 1e3
-        lines.append(f"| {engine} | {prec} | {size:,} | {ms:.3f} ({bms:.3f}) | "
+        lines.append(f"| {codec} | {engine} | {prec} | {size:,} | {ms:.3f} ({bms:.3f}) | "
                      f"{ms * FRAME_RATE:.2f} ({bms * FRAME_RATE:.2f}) | "
                      f"{ms * FRAME_RATE / 10:.2f} % ({bms * FRAME_RATE / 10:.2f} %) |")
     text = "\n".join(lines) + "\n"

@@ -49,8 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default int16: see docs/export.md)")
     ap.add_argument("--onnx-precision", choices=("auto",) + PLANS, default="auto",
                     help="ONNX activation plan: uint8 (all), fast (residual stream uint16), "
-                         "wide (also depthwise outputs, ~2x slower); auto = fast, or wide "
-                         "when fast misses --min-agreement on training-speaker audio")
+                         "dynamic (per-call activation ranges, ~2x slower), wide (depthwise "
+                         "outputs uint16 too, ~2.5x), uint16 (all, ~3x); auto = the first of "
+                         "fast, dynamic, wide, uint16 that meets --min-agreement on "
+                         "training-speaker audio")
     ap.add_argument("--name", default=None, help="codec name (default: the source's)")
     ap.add_argument("--min-agreement", type=float, default=0.97,
                     help="exit 1 if an INT8 format's 275-mode agreement is below this")

@@ -194,22 +194,33 @@ def test_cli_user_errors_are_one_line(args: list[str], message: str, tmp_path: P
     assert message in err and "\n" not in err
 
 
-def test_the_all_uint16_plan_keeps_the_tokens(tmp_path: Path, bundle_dir: Path,
-                                              sample_path: Path, speech: np.ndarray,
-                                              torch_tokens: np.ndarray) -> None:
-    """`uint16` (every activation 16-bit; auto's last resort for encoders with wide
-    activations) still yields a working INT8-weight graph that keeps the tokens."""
+@pytest.mark.parametrize("plan", ["dynamic", "uint16"])
+def test_the_slower_plans_keep_the_tokens(plan: str, tmp_path: Path, bundle_dir: Path,
+                                          sample_path: Path, speech: np.ndarray,
+                                          torch_tokens: np.ndarray) -> None:
+    """`dynamic` (per-call activation ranges) and `uint16` (every activation 16-bit): auto's
+    fallbacks for encoders with wide activations still give working INT8-weight graphs
+    that keep the tokens, and each is the graph its name says."""
+    import onnx
+
     from gacflow.edge.runtime_onnx import OnnxEncoderRuntime
     from gacflow.export.onnx_export import precision_plan
 
-    out = tmp_path / "b16"
+    out = tmp_path / plan
     assert export_main([str(bundle_dir), "--out", str(out), "--formats", "onnx",
-                        "--onnx-precision", "uint16", "--calibration", str(sample_path.parent),
+                        "--onnx-precision", plan, "--calibration", str(sample_path.parent),
                         "--validation", str(sample_path.parent), "--calibration-seconds", "20",
                         "--validation-seconds", "10", "--min-agreement", "0"]) == 0
     b = Bundle.load(out)
-    assert b.manifest["edge"]["onnx"]["precision_plan"] == "uint16"
+    assert b.manifest["edge"]["onnx"]["precision_plan"] == plan
     ids = _tokens(OnnxEncoderRuntime(b), b, speech[: 10 * 16000])
     assert (ids == torch_tokens).mean() >= 0.95
-    tail, overrides = precision_plan(out / "encoder.fp32.onnx", "uint16")
-    assert overrides and all(o[0]["quant_type"].name == "QUInt16" for o in overrides.values())
+    if plan == "uint16":
+        tail, overrides = precision_plan(out / "encoder.fp32.onnx", "uint16")
+        assert overrides and all(o[0]["quant_type"].name == "QUInt16"
+                                 for o in overrides.values())
+    else:  # integer Gemms fed by run-time quantization; depthwise convs left float
+        ops = [n.op_type for n in onnx.load(str(b.path("encoder.int8.onnx"))).graph.node]
+        assert "DynamicQuantizeLinear" in ops and "MatMulInteger" in ops
+        assert "Conv" in ops and "ConvInteger" not in ops
+        assert b.path("encoder.int8.onnx").stat().st_size < 1_000_000
