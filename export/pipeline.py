@@ -125,8 +125,9 @@ def edge_manifest(opts: ExportOptions, files: dict[str, Path], chosen: dict[str,
     if "encoder.int8.onnx" in files:
         entry["onnx"] = {"file": "encoder.int8.onnx", "fp32_file": "encoder.fp32.onnx",
                          "precision_plan": chosen["onnx"],
-                         "quantization": ("dynamic" if chosen["onnx"] == "dynamic" else
-                                          "static QDQ") + ", per-channel int8 weights, "
+                         "quantization": ("dynamic, per-channel uint8 weights, "
+                                          if chosen["onnx"] == "dynamic" else
+                                          "static QDQ, per-channel int8 weights, ")
                                          + ONNX_PLAN_TEXT[chosen["onnx"]],
                          "min_onnxruntime": "1.18"}
     if "encoder.int8.tflite" in files:

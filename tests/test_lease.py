@@ -127,6 +127,12 @@ def test_a_slim_checkpoint_drops_training_state_and_still_makes_a_bundle(
     assert train_cli(["slim", str(run / "ckpt.pt"), "--out", str(dec), "--decoder-only"]) == 0
     assert not any(k.startswith("encoder.")
                    for k in torch.load(dec, weights_only=False)["model"])
+    critics = tmp_path / "critics.pt"  # the adversarial stage can go on with its critics
+    assert train_cli(["slim", str(run / "ckpt.pt"), "--out", str(critics), "--decoder-only",
+                      "--discriminators"]) == 0
+    kept = torch.load(critics, weights_only=False)
+    assert "opt_d" not in kept and kept["disc"].keys() == full["disc"].keys()
+    assert all(v.dtype == torch.float16 for v in kept["disc"].values() if v.is_floating_point())
 
 
 def test_the_lease_script_runs_both_stages_and_leaves_slim_weights(tmp_path: Path,
@@ -155,7 +161,7 @@ def test_the_lease_script_runs_both_stages_and_leaves_slim_weights(tmp_path: Pat
     assert {p.name for p in out.iterdir()} == {"tiny.pt", "tiny_large.pt", "logs.tar.gz"}
     large = torch.load(out / "tiny_large.pt", weights_only=False)
     assert large["decoder_config"]["blocks_high"] == 2
-    assert not any(k.startswith("encoder.") for k in large["model"])
+    assert not any(k.startswith("encoder.") for k in large["model"]) and "disc" in large
     with tarfile.open(out / "logs.tar.gz") as tar:
         assert {"tiny.log", "tiny_large.jsonl"} <= set(tar.getnames())
     (configs / "tiny_large.toml").write_text('init_from = "/nowhere.pt"\n' + TINY)

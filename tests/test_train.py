@@ -467,6 +467,16 @@ def test_quantization_aware_training_rounds_like_the_edge_and_saves_plain_weight
                       str(tmp_path / "q.toml"), "--run", str(run)]) == 0
     ck = torch.load(run / "ckpt.pt", weights_only=False)
     assert not any("qat" in k for k in ck["model"])
+    ranges = ck["qat"]  # the running ranges travel beside the weights, for a resume
+    assert ranges and all(bool(v) for k, v in ranges.items() if k.endswith("seen"))
+    assert train_cli(["fit", "--data", str(tmp_path / "corpus"), "--config",
+                      str(tmp_path / "q.toml"), "--run", str(run), "--steps", "4"]) == 0
+    resumed = torch.load(run / "ckpt.pt", weights_only=False)["qat"]
+    # one more step moves a loaded range by 1 % of the gap to the batch's (EMA); a range
+    # learned again from scratch would jump to that batch's min / max
+    bounds = [k for k in ranges if k.endswith((".lo", ".hi"))]
+    moved = [abs(float(resumed[k] - ranges[k])) / (abs(float(ranges[k])) + 1e-6) for k in bounds]
+    assert sum(moved) / len(moved) < 0.02
     (tmp_path / "c.toml").write_text("qat = true\nqat_consistency = 1.0\n" + tiny_codec(2))
     assert train_cli(["fit", "--data", str(tmp_path / "corpus"), "--config",
                       str(tmp_path / "c.toml"), "--run", str(tmp_path / "run_c")]) == 0

@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--out", required=True)
     w.add_argument("--decoder-only", action="store_true",
                    help="leave the encoder out (a frozen-encoder run)")
+    w.add_argument("--discriminators", action="store_true",
+                   help="keep the discriminators (fp16), to go on with the adversarial stage")
     v = sub.add_parser("voice-fit", help="fit the voice-code basis on a corpus's voices")
     v.add_argument("--data", default="data/corpus")
     v.add_argument("--out", required=True, help="JSON file for a training config's `voice`")
@@ -127,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             from gacflow.model.checkpoint import slim_checkpoint
 
             slim_checkpoint(Path(args.checkpoint), Path(args.out),
-                            ("decoder",) if args.decoder_only else ("encoder", "decoder"))
+                            ("decoder",) if args.decoder_only else ("encoder", "decoder"),
+                            args.discriminators)
             print(f"{args.out}: {Path(args.out).stat().st_size / 1e6:.1f} MB")
         elif args.cmd == "voice-fit":
             from .voice import fit

@@ -25,7 +25,7 @@ done
 slim() { $PY -m gacflow.train.cli slim "$RUNS/${1//_/-}/ckpt.pt" --out "$OUT/$1.pt" "${@:2}"; }
 for cfg in "$@"; do  # each stage's weights are slimmed as soon as it ends
   (train "$cfg" > "$OUT/$cfg.log" 2>&1 && slim "$cfg" && \
-   train "${cfg}_large" > "$OUT/${cfg}_large.log" 2>&1 && slim "${cfg}_large" --decoder-only) &
+   train "${cfg}_large" > "$OUT/${cfg}_large.log" 2>&1 && slim "${cfg}_large" --decoder-only --discriminators) &
 done
 wait
 logs=()

@@ -198,6 +198,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
             p.requires_grad_(name.startswith(tuple(cfg.train_only)))
     quantizers = enable_qat(model.encoder) if cfg.qat else torch.nn.ModuleList()
     qat_active(quantizers, not cfg.qat_consistency)  # consistency: tokens from float path
+    if quantizers and ck is not None and "qat" in ck:  # resume with the learned ranges
+        quantizers.load_state_dict(ck["qat"])
     model.to(device)
     quantizers.to(device)
     if intel is not None:
@@ -304,6 +306,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
             log.flush()
         if step % cfg.checkpoint_every == 0 or last:
             payload = checkpoint_payload(model, opt, step, cfg, disc, opt_d, voice)
+            if quantizers:  # the fake-INT8 ranges are training state, not weights
+                payload["qat"] = {k: v.cpu() for k, v in quantizers.state_dict().items()}
             if kept_digits:
                 payload["kept_digits"] = kept_digits
             save_checkpoint(ckpt_path, payload)

@@ -48,15 +48,23 @@ def split_state(model_state: dict[str, torch.Tensor], prefix: str) -> dict[str, 
     return {k[len(prefix):]: v for k, v in model_state.items() if k.startswith(prefix)}
 
 
-def slim_checkpoint(path: Path, out: Path, parts: tuple[str, ...] = ("encoder", "decoder")
-                    ) -> None:
+def _half(v: torch.Tensor) -> torch.Tensor:
+    return v.half() if v.is_floating_point() else v
+
+
+def slim_checkpoint(path: Path, out: Path, parts: tuple[str, ...] = ("encoder", "decoder"),
+                    discriminators: bool = False) -> None:
     """A weights-only copy: no optimiser, discriminator or training-head state; decoder
     weights in fp16 (the bundle ships them so), encoder in fp32 (its hash is the codec id and
     INT8 export calibrates from it). `parts=("decoder",)` leaves the encoder out, for a
-    frozen-encoder run whose encoder came back already. Loads like any checkpoint."""
+    frozen-encoder run whose encoder came back already. `discriminators` keeps them too
+    (fp16, ~1.7 MB), so an adversarial stage can go on from the slim file with its critics
+    (fresh ones first undo what the decoder learned). Loads like any checkpoint."""
     ck = read_checkpoint(path)
     prefixes = tuple(f"{p}." for p in parts)
-    model = {k: v.half() if k.startswith("decoder.") and v.is_floating_point() else v
+    model = {k: _half(v) if k.startswith("decoder.") else v
              for k, v in ck["model"].items() if k.startswith(prefixes)}
     keep = {k: v for k, v in ck.items() if k not in ("opt", "opt_d", "disc", "model")}
+    if discriminators and "disc" in ck:
+        keep["disc"] = {k: _half(v) for k, v in ck["disc"].items()}
     save_checkpoint(out, {**keep, "model": model})
