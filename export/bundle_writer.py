@@ -98,6 +98,32 @@ def add_decoder(bundle_dir: Path, checkpoint: Path, size: str, default: bool = F
     return codec_id
 
 
+def carry_bundle_parts(origin: Path, out: Path) -> None:
+    """Give `out` (just written from `origin`'s encoder) every decoder of bundle `origin`,
+    its default decoder and its other manifest sections (entropy tables, voice basis),
+    so re-exporting a bundle only remakes the encoder files instead of turning its
+    default decoder into the only one, named "small". Refused unless both have the same
+    encoder weights (a new `--name` changes the codec id, not what the decoders read)."""
+    from gacflow.bundle import MANIFEST, Bundle
+    from gacflow.errors import BundleError
+
+    src, dst = Bundle.load(origin), Bundle.load(out)
+    mine, theirs = (torch.load(b.path(b.model_config["encoder_file"]), map_location="cpu",
+                               weights_only=True) for b in (dst, src))
+    if mine.keys() != theirs.keys() or not all(torch.equal(mine[k], theirs[k]) for k in mine):
+        raise BundleError(f"{out}: its encoder is not {origin}'s; cannot carry its decoders")
+    manifest = json.loads((dst.root / MANIFEST).read_text())
+    model = manifest["model"]
+    for entry in model["decoders"].values():
+        (dst.root / entry["file"]).unlink()
+    model["decoders"] = src.model_config["decoders"]
+    model["default_decoder"] = src.model_config["default_decoder"]
+    for entry in model["decoders"].values():
+        shutil.copy(src.path(entry["file"]), dst.root / entry["file"])
+    extra = {**manifest_extras(src.manifest), **manifest_extras(manifest)}  # ours: edge
+    write_manifest(dst.root, manifest["codec"]["name"], dst.codec_id, dst.layout, model, extra)
+
+
 def write_torch_bundle(
     checkpoint: Path,
     out: Path,

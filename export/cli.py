@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default int16: see docs/export.md)")
     ap.add_argument("--onnx-precision", choices=("auto",) + PLANS, default="auto",
                     help="ONNX activation plan: uint8 (all), fast (residual stream uint16), "
-                         "dynamic (per-call activation ranges, ~2x slower), wide (depthwise "
+                         "dynamic (per-call activation ranges, ~1.6x slower), wide (depthwise "
                          "outputs uint16 too, ~2.5x), uint16 (all, ~3x); auto = the first of "
                          "fast, dynamic, wide, uint16 that meets --min-agreement on "
                          "training-speaker audio")

@@ -22,7 +22,7 @@ from gacflow.fsq import latent_to_tokens
 from gacflow.spec import TokenLayout
 
 from .audio_data import load_utterances, utterance_mels
-from .bundle_writer import VALIDATION_FILE, write_torch_bundle
+from .bundle_writer import VALIDATION_FILE, carry_bundle_parts, write_torch_bundle
 from .source import ExportSource, as_checkpoint
 from .validate import format_report, validate_bundle
 
@@ -66,7 +66,7 @@ def quantize_onnx(src: ExportSource, fp32: Path, out: Path, calib: list[np.ndarr
     then "uint16", taking the first whose agreement on training-speaker audio (not the
     validation set) meets the target: the order of their edge time. "fast" runs at the
     speed of all-uint8 (~0.35 ms per call); "dynamic" (per-call activation ranges) at
-    about fp32 speed (~2x); "wide" keeps ~1 point more tokens than "fast" at ~2.5x;
+    about fp32 speed (~1.6x); "wide" keeps ~1 point more tokens than "fast" at ~2.5x;
     "uint16" runs the convolutions in float (~3x). Returns the plan used."""
     from .onnx_export import quantize_int8
 
@@ -165,6 +165,8 @@ def _run_export(src: ExportSource, out: Path, opts: ExportOptions, bar) -> dict[
                            extra_files={k: v for k, v in files.items()},
                            extra_manifest={"edge": edge_manifest(opts, files, chosen),
                                            **opts.extra})
+        if Path(src.origin).is_dir():  # a bundle: keep all its decoders and tables
+            carry_bundle_parts(src.origin, out)
     bar.update()
     bar.set_postfix_str("validation")
     bundle = Bundle.load(out)

@@ -67,6 +67,20 @@ def test_bundle_is_complete_and_verified(exported: Path) -> None:
     assert "onnx" in b.manifest["edge"]
 
 
+def test_a_re_exported_bundle_keeps_its_decoders_and_tables(exported: Path,
+                                                             bundle_dir: Path) -> None:
+    """Exporting a bundle remakes the encoder files only: every decoder under its own name,
+    the default, the entropy tables (and any voice basis) come along unchanged."""
+    src, out = Bundle.load(bundle_dir), Bundle.load(exported)
+    assert out.codec_id == src.codec_id
+    assert out.model_config["default_decoder"] == src.model_config["default_decoder"]
+    assert out.model_config["decoders"] == src.model_config["decoders"]
+    for entry in src.model_config["decoders"].values():
+        assert out.path(entry["file"]).read_bytes() == src.path(entry["file"]).read_bytes()
+    for section in ("entropy", "voice"):
+        assert out.manifest.get(section) == src.manifest.get(section)
+
+
 def test_onnx_fp32_matches_torch_step(exported: Path, bundle_dir: Path,
                                       speech: np.ndarray) -> None:
     from gacflow.edge.runtime_onnx import OnnxEncoderRuntime
