@@ -108,11 +108,12 @@ def carry_bundle_parts(origin: Path, out: Path) -> None:
     from gacflow.errors import BundleError
 
     src, dst = Bundle.load(origin), Bundle.load(out)
-    mine, theirs = (torch.load(b.path(b.model_config["encoder_file"]), map_location="cpu",
-                               weights_only=True) for b in (dst, src))
-    if mine.keys() != theirs.keys() or not all(torch.equal(mine[k], theirs[k]) for k in mine):
-        raise BundleError(f"{out}: its encoder is not {origin}'s; cannot carry its decoders")
     manifest = json.loads((dst.root / MANIFEST).read_text())
+    theirs = torch.load(src.path(src.model_config["encoder_file"]), map_location="cpu",
+                        weights_only=True)  # the same check as add_decoder: the codec id
+    if codec_id_for(manifest["codec"]["name"], theirs, src.layout,
+                    manifest.get("voice")) != dst.codec_id:
+        raise BundleError(f"{out}: its encoder is not {origin}'s; cannot carry its decoders")
     model = manifest["model"]
     for entry in model["decoders"].values():
         (dst.root / entry["file"]).unlink()

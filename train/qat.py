@@ -11,8 +11,9 @@ before the residual add. The residual stream, stem output and head logit are uin
 there, close enough to float to leave alone. Ranges are running min/max (EMA), like
 the MinMax calibration of the export. Weights stay float: per-channel int8 costs little.
 
-`enable(encoder)` patches the encoder in place for training; nothing of it is saved in
-checkpoints or bundles (the tokens at inference come from the plain float encoder).
+`enable(encoder)` patches the encoder in place for training; the model weights and
+bundles hold nothing of it (the tokens at inference come from the plain float encoder),
+only the training checkpoint keeps the running ranges (key `qat`) for a resume.
 """
 
 from __future__ import annotations
