@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from gacflow.model.codec import apply_dtx
+from gacflow.model.codec import apply_dtx, equalize
 from gacflow.spec import FRAME_RATE, FRAME_SAMPLES
+from gacflow.timbre import TimbreMatcher, flat_taps
 
 from .streams import Session
 
@@ -105,6 +106,21 @@ class DecoderService:
                 self._forward(g[i : i + self.max_batch])
         return jobs
 
+    def _timbre_taps(self, batch: list[Job]) -> np.ndarray | None:
+        """Per-window EQ towards each stream's envelope code (sdk timbre.py), [B, TAPS];
+        None when the codec has no such code or no stream in the batch has sent one."""
+        if not self.codec.matches_timbre:
+            return None
+        rows = []
+        for j in batch:
+            if j.session.timbre is None:
+                j.session.timbre = TimbreMatcher(self.codec.voice)
+            rows.append(j.session.timbre.taps(j.session.voice))
+        if all(r is None for r in rows):
+            return None
+        flat = flat_taps()
+        return np.stack([flat if r is None else r for r in rows])
+
     @torch.inference_mode()
     def _forward(self, batch: list[Job]) -> None:
         if not batch:
@@ -119,13 +135,18 @@ class DecoderService:
             enh[i, : len(e)] = e
         dev = self.codec.device
         voice = self.codec.voice_condition([j.session.voice for j in batch])
-        wav = self.codec.decoder(torch.from_numpy(codes).to(dev), torch.from_numpy(enh).to(dev),
+        raw = self.codec.decoder(torch.from_numpy(codes).to(dev), torch.from_numpy(enh).to(dev),
                                  voice)
-        wav = wav.float().cpu().numpy()
+        taps = self._timbre_taps(batch)
+        # the EQ runs on whole windows, so their context frames cover the filter's reach
+        wav = (raw if taps is None else equalize(raw, taps)).float().cpu().numpy()
+        before_eq = raw.float().cpu().numpy() if self.codec.matches_timbre else None
         for i, j in enumerate(batch):
             _, _, audible = j.session.decoder_input(j.wa, j.wb)
-            w = apply_dtx(wav[i, : (j.wb - j.wa) * FRAME_SAMPLES], audible)
             lo, hi = (j.a - j.wa) * FRAME_SAMPLES, (j.b - j.wa) * FRAME_SAMPLES
+            if before_eq is not None:  # what this span adds to the stream's statistic
+                j.session.timbre.observe(before_eq[i, lo:hi])
+            w = apply_dtx(wav[i, : (j.wb - j.wa) * FRAME_SAMPLES], audible)
             j.audio = np.clip(w[lo:hi], -1.0, 1.0).astype(np.float32)
         dt = time.perf_counter() - t0
         self.stats.batches += 1

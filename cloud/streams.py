@@ -29,6 +29,7 @@ from gacflow.bitstream import SILENT, Packet
 from gacflow.errors import BitstreamError
 from gacflow.model.codec import tokens_to_decoder_input
 from gacflow.spec import FRAME_RATE, TokenLayout
+from gacflow.timbre import TimbreMatcher
 from gacflow.voice import VoiceSpec
 
 # frame states
@@ -83,6 +84,7 @@ class Session:
     ended: bool = False
     voice: bytes | None = None  # the stream's latest voice code (packed), once one arrived
     voice_frame: int = -1  # first frame of the packet it came in
+    timbre: TimbreMatcher | None = None  # the receiver's EQ state, for envelope codes
 
     # -- placement ------------------------------------------------------------------
     def place(self, p: Packet, now: float) -> Placed:

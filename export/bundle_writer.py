@@ -89,12 +89,40 @@ def add_decoder(bundle_dir: Path, checkpoint: Path, size: str, default: bool = F
         # the first voice decoder brings the basis: streams now carry a code, so the codec
         # id changes (the same encoder, its INT8 files and their report stay valid)
         extra["voice"] = voice
-        report = root / VALIDATION_FILE
-        if codec_id != bundle.codec_id and report.is_file():
-            data = json.loads(report.read_text())
-            data["codec_id"] = codec_id
-            report.write_text(json.dumps(data, indent=2) + "\n")
+        _relabel_report(root, codec_id)
     write_manifest(root, name, codec_id, bundle.layout, model, extra)
+    return codec_id
+
+
+def _relabel_report(root: Path, codec_id: str) -> None:
+    """Point the INT8 validation report at a new codec id (same encoder, same files)."""
+    report = root / VALIDATION_FILE
+    if report.is_file():
+        data = json.loads(report.read_text())
+        data["codec_id"] = codec_id
+        report.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def set_voice(bundle_dir: Path, voice: dict[str, Any]) -> str:
+    """Give a bundle a voice-code section (the edge then sends codes, receivers read them);
+    returns the new codec id. Refused when a decoder reads codes of another basis."""
+    from gacflow.bundle import MANIFEST, Bundle
+    from gacflow.errors import BundleError
+
+    bundle = Bundle.load(bundle_dir)
+    readers = [n for n, d in bundle.model_config["decoders"].items()
+               if d["config"].get("voice_dims", 0)]
+    if readers and bundle.manifest.get("voice") != voice:
+        raise BundleError(f"{bundle_dir}: decoders {readers} read its current voice basis")
+    root = Path(bundle_dir)
+    manifest = json.loads((root / MANIFEST).read_text())
+    name = manifest["codec"]["name"]
+    enc_state = torch.load(bundle.path(bundle.model_config["encoder_file"]), map_location="cpu",
+                           weights_only=True)
+    codec_id = codec_id_for(name, enc_state, bundle.layout, voice)
+    _relabel_report(root, codec_id)
+    extra = {**manifest_extras(manifest), "voice": voice}
+    write_manifest(root, name, codec_id, bundle.layout, manifest["model"], extra)
     return codec_id
 
 
@@ -122,7 +150,11 @@ def carry_bundle_parts(origin: Path, out: Path) -> None:
     for entry in model["decoders"].values():
         shutil.copy(src.path(entry["file"]), dst.root / entry["file"])
     extra = {**manifest_extras(src.manifest), **manifest_extras(manifest)}  # ours: edge
-    write_manifest(dst.root, manifest["codec"]["name"], dst.codec_id, dst.layout, model, extra)
+    codec_id = dst.codec_id
+    if extra.get("voice") is not None:  # the codec id covers the voice section it carries
+        codec_id = codec_id_for(manifest["codec"]["name"], theirs, src.layout, extra["voice"])
+        _relabel_report(dst.root, codec_id)
+    write_manifest(dst.root, manifest["codec"]["name"], codec_id, dst.layout, model, extra)
 
 
 def write_torch_bundle(

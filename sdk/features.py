@@ -62,10 +62,14 @@ def analysis_window() -> np.ndarray:
     return w
 
 
-@lru_cache(maxsize=1)
-def _frame_index() -> np.ndarray:
-    """Sample indices of the 4 mel frames inside a token frame's span."""
-    return np.arange(MELS_PER_TOKEN)[:, None] * HOP + np.arange(WIN)[None, :]
+def mel_frames(x: np.ndarray, count: int) -> np.ndarray:
+    """Log-mel [count, N_MELS] of the frames starting at samples 0, HOP, 2*HOP, ... of `x`."""
+    index = np.arange(count)[:, None] * HOP + np.arange(WIN)[None, :]
+    frames = x.astype(np.float32)[index] * analysis_window()[:WIN]
+    spec = np.fft.rfft(frames, n=N_FFT, axis=-1)  # zero-pads each 400-sample frame to 512
+    power = (spec.real**2 + spec.imag**2).astype(np.float32)
+    mel = power @ mel_filterbank()
+    return np.log(np.maximum(mel, LOG_FLOOR)).astype(np.float32)
 
 
 def token_frame_mels(span: np.ndarray) -> np.ndarray:
@@ -76,11 +80,7 @@ def token_frame_mels(span: np.ndarray) -> np.ndarray:
     """
     if span.shape != (CONTEXT + FRAME_SAMPLES,):
         raise ValueError(f"span must have {CONTEXT + FRAME_SAMPLES} samples, got {span.shape}")
-    frames = span.astype(np.float32)[_frame_index()] * analysis_window()[:WIN]
-    spec = np.fft.rfft(frames, n=N_FFT, axis=-1)  # zero-pads each 400-sample frame to 512
-    power = (spec.real**2 + spec.imag**2).astype(np.float32)
-    mel = power @ mel_filterbank()
-    return np.log(np.maximum(mel, LOG_FLOOR)).astype(np.float32)
+    return mel_frames(span, MELS_PER_TOKEN)
 
 
 def pad_to_frames(wav: np.ndarray) -> np.ndarray:

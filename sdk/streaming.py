@@ -39,7 +39,7 @@ class StreamingEncoder:
         self.layout = layout
         self.mode = mode
         self.voice = voice
-        self.voice_stats = VoiceStats()
+        self.voice_stats = VoiceStats(voice.weighting if voice is not None else 1.0)
         self.reset()
 
     def reset(self) -> None:

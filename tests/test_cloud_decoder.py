@@ -65,6 +65,8 @@ def test_receptive_frames_bounds_what_a_token_changes(blocks):
 
 def test_streamed_batched_output_matches_whole_stream_decode(codec, token_sets):
     token_sets, voice = token_sets
+    if codec.matches_timbre:
+        voice = None  # its live EQ follows a running statistic (tests/test_timbre.py)
     table = StreamTable(codec.layout, voice=codec.voice)
     svc = DecoderService(codec)
     audio: dict[int, list[np.ndarray]] = {i: [] for i in range(len(token_sets))}

@@ -56,7 +56,10 @@ def test_three_edge_agents_decode_like_offline(broker, speech, tmp_path):
             s, path = done[dev]
             got, _ = sf.read(path, dtype="float32")
             rows = rx.rx.archive.packets(dev, s.name)
-            ids = np.concatenate([decode_packet(p, ENTROPY).tokens for _, p in rows])
+            packets = [decode_packet(p, ENTROPY) for _, p in rows]
+            ids = np.concatenate([p.tokens for p in packets])
+            # the agent sends the bundle's voice code; the receiver's EQ reads it
+            assert (packets[0].voice is not None) == (codec.voice is not None)
             offline = codec.decode(Tokens(ids, "275", codec.codec_id))
             assert s.gaps == 0 and len(got) == len(ids) * 640
             assert abs(stoi(wav, got) - stoi(wav, offline)) < 0.02

@@ -67,6 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--out", required=True, help="JSON file for a training config's `voice`")
     v.add_argument("--dims", type=int, default=8)
     v.add_argument("--bits", type=int, default=3)
+    ev = sub.add_parser("envelope-fit", help="give a bundle the envelope voice code: the "
+                                              "receiver matches each speaker's spectral balance")
+    ev.add_argument("--bundle", required=True, help="bundle folder to update (new codec id)")
+    ev.add_argument("--data", default="data/corpus", help="corpus whose train split sets the "
+                                                          "quantizer's ranges")
+    ev.add_argument("--coefficients", type=int, default=16,
+                    help="DCT coefficients of the envelope sent (16: +0.021 speaker sim, "
+                         "12: +0.018, 20 at 5 bits: +0.025; docs/model.md)")
+    ev.add_argument("--bits", type=int, default=4, help="bits per coefficient")
     e = sub.add_parser("entropy-fit", help="fit the bundle's entropy tables (packs tokens "
                                            "in fewer bits) on training audio")
     e.add_argument("--bundle", required=True, help="bundle folder to update")
@@ -136,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
             from .voice import fit
 
             fit(Path(args.data), Path(args.out), args.dims, args.bits)
+        elif args.cmd == "envelope-fit":
+            from .voice import fit_envelope
+
+            fit_envelope(Path(args.bundle), Path(args.data), args.coefficients, args.bits)
         elif args.cmd == "entropy-fit":
             from .entropy_fit import fit_entropy, print_report
 

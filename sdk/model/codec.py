@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..bitstream import SILENT
 from ..bundle import Bundle
@@ -15,6 +16,7 @@ from ..entropy import EntropyModel
 from ..fsq import indices_to_codes, tokens_to_indices
 from ..spec import DEFAULT_MODE, FRAME_SAMPLES, TokenLayout
 from ..streaming import StreamingEncoder, encode_whole
+from ..timbre import TAPS, file_taps
 from ..tokens import Tokens
 from ..voice import VoiceSpec
 from .decoder import Decoder, DecoderConfig
@@ -85,6 +87,15 @@ def apply_dtx(wav: np.ndarray, active: np.ndarray) -> np.ndarray:
     return wav * np.convolve(gain, np.ones(FADE, np.float32) / FADE, mode="same")
 
 
+def equalize(wav: torch.Tensor, taps: np.ndarray) -> torch.Tensor:
+    """Filter each row of wav [B, T] by its own zero-phase FIR taps [B, TAPS] (timbre.py),
+    in one grouped convolution on wav's device; same length out, no delay."""
+    weight = torch.from_numpy(np.ascontiguousarray(taps, np.float32)).to(wav.device)
+    out = F.conv1d(wav.float()[None], weight.flip(-1)[:, None], padding=TAPS // 2,
+                   groups=len(weight))
+    return out[0].to(wav.dtype)
+
+
 class Codec:
     """A loaded codec: the encoder that makes tokens and a decoder that renders them."""
 
@@ -135,11 +146,16 @@ class Codec:
         if not dims:
             return None
         rows = np.zeros((len(codes), dims), np.float32)
-        if self.voice is not None:
+        if self.voice is not None and self.voice.kind == "pca":
             for i, code in enumerate(codes):
                 if code is not None:
                     rows[i] = self.voice.dequantize(self.voice.from_bytes(code))
         return torch.from_numpy(rows).to(self.device)
+
+    @property
+    def matches_timbre(self) -> bool:
+        """Whether decoded audio is equalised to the stream's envelope code (timbre.py)."""
+        return self.voice is not None and self.voice.kind == "envelope"
 
     @torch.inference_mode()
     def decode(self, tokens: Tokens) -> np.ndarray:
@@ -158,8 +174,11 @@ class Codec:
             torch.from_numpy(codes)[None].to(self.device),
             torch.from_numpy(enh)[None].to(self.device),
             self.voice_condition([tokens.voice]),
-        )[0].float().cpu().numpy()
-        wav = apply_dtx(wav, active)
+        )
+        if tokens.voice is not None and self.matches_timbre:
+            taps = file_taps(wav[0].float().cpu().numpy(), tokens.voice, self.voice)
+            wav = equalize(wav, taps[None])
+        wav = apply_dtx(wav[0].float().cpu().numpy(), active)
         if tokens.num_samples:
             wav = wav[: tokens.num_samples]
         return np.clip(wav, -1.0, 1.0).astype(np.float32)
