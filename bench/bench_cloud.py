@@ -43,12 +43,15 @@ from gacflow.spec import FRAME_RATE  # noqa: E402
 SAMPLE = ROOT / "sdk" / "samples" / "speech_ru.wav"
 
 
-def bench_rtf(codec: Codec, ids: np.ndarray, n_streams: int, seconds: float) -> dict:
-    """N concurrent streams of `seconds` audio, 1 s packets, batched decoding per round."""
+def bench_rtf(codec: Codec, ids: np.ndarray, n_streams: int, seconds: float,
+              voice: bytes | None = None) -> dict:
+    """N concurrent streams of `seconds` audio, 1 s packets, batched decoding per round
+    (with the voice code in the first packet: the receiver's timbre EQ is in the cost)."""
     frames = int(seconds * FRAME_RATE)
     ids = np.resize(ids, frames)
-    pk = [decode_packet(b) for b in packetize(ids, "275", codec.layout, FRAME_RATE)]
-    table = StreamTable(codec.layout)
+    pk = [decode_packet(b) for b in packetize(ids, "275", codec.layout, FRAME_RATE,
+                                                voice=voice)]
+    table = StreamTable(codec.layout, voice=codec.voice)
     svc = DecoderService(codec, max_batch=max(64, n_streams))
     worst = 0.0
     for k, p in enumerate(pk):
@@ -145,13 +148,14 @@ def main() -> int:
     codecs = {(size, dev): Codec.from_bundle(device=dev, decoder=size)
               for size in sizes for dev in devices}
     base = codecs[(sizes[0], "cpu")]  # every size reads the same tokens
-    ids = base.encode(wav).ids
+    tokens = base.encode(wav)
+    ids, voice = tokens.ids, tokens.voice
     rows = []
     for (size, dev), codec in codecs.items():
-        bench_rtf(codec, ids, 1, 3.0)  # warm-up
+        bench_rtf(codec, ids, 1, 3.0, voice)  # warm-up
         counts = args.streams if dev == "cpu" else args.gpu_streams
         for n in (int(x) for x in counts.split(",") if x):
-            r = bench_rtf(codec, ids, n, args.seconds)
+            r = bench_rtf(codec, ids, n, args.seconds, voice)
             r["decoder"] = size
             rows.append(r)
             print(f"{size} {dev} {n} streams: RTF {r['rtf']:.4f}", file=sys.stderr)

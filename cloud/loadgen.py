@@ -26,16 +26,18 @@ from .config import parse_broker
 
 
 def packetize(ids: np.ndarray, mode: str, layout: TokenLayout, frames_per_packet: int = 25,
-              stream_id: int = 1, entropy: EntropyModel | None = None) -> list[bytes]:
+              stream_id: int = 1, entropy: EntropyModel | None = None,
+              voice: bytes | None = None) -> list[bytes]:
     """Token ids -> encoded packets (entropy-coded with `entropy`, as the edge agent codes
-    them); the last one carries end-of-stream."""
+    them); the first one carries the voice code, if given, the last one end-of-stream."""
     width = layout.mode(mode).bits
     out = []
     starts = list(range(0, max(1, len(ids)), frames_per_packet))
     for k, a in enumerate(starts):
         chunk = np.asarray(ids[a : a + frames_per_packet], dtype=np.int64)
         out.append(encode_packet(Packet(stream_id, k & 0xFFFF, a, chunk, width, mode,
-                                        eos=k == len(starts) - 1), entropy))
+                                        eos=k == len(starts) - 1,
+                                        voice=voice if k == 0 else None), entropy))
     return out
 
 

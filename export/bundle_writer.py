@@ -73,9 +73,13 @@ def add_decoder(bundle_dir: Path, checkpoint: Path, size: str, default: bool = F
                           f"{bundle.codec_id}; train the decoder with freeze_encoder")
     voice = has_voice
     if ck["decoder_config"].get("voice_dims", 0):
-        if has_voice is not None and ck.get("voice") != has_voice:
+        readers = [n for n, d in bundle.model_config["decoders"].items()
+                   if n != size and d["config"].get("voice_dims", 0)]
+        if readers and ck.get("voice") != has_voice:
             raise BundleError(f"{checkpoint}: its decoder reads a different voice basis than "
                               f"bundle {bundle_dir}'s; train it with the bundle's basis")
+        # a bundle's code is read by its decoders or, for an envelope code, by no decoder
+        # (receiver EQ): the decoder's basis takes the slot, and the EQ goes with it
         voice = ck.get("voice")
     codec_id = codec_id_for(name, enc_state, bundle.layout, voice)
     root = Path(bundle_dir)

