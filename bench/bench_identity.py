@@ -67,7 +67,7 @@ def world_rows(ref: np.ndarray, dec: np.ndarray) -> dict[str, np.ndarray]:
     }
     for lo, hi in ((0, 1000), (0, 4000), (4000, 8001)):
         band = (freqs >= lo) & (freqs < hi)
-        rows[f"WORLD: decoded + input envelope {lo}-{hi // 1000} kHz"] = world_synth(
+        rows[f"WORLD: decoded + input envelope {lo // 1000}-{hi // 1000} kHz"] = world_synth(
             fd, np.where(band, er, ed), ad)
     return rows
 
