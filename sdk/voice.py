@@ -93,13 +93,14 @@ class VoiceSpec:
         return unpack_bits(data, self.dims, self.bits)
 
     def to_manifest(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {}
-        if self.kind != "pca":  # pca manifests keep their old form (the codec id hashes it)
-            extra = {"kind": self.kind, "weighting": self.weighting}
+        # pca manifests keep their old form: the codec id hashes this section
+        extra: dict[str, Any] = {"statistic": "power-weighted mean log-mel, frame level removed"}
+        if self.kind != "pca":
+            extra = {"kind": self.kind, "weighting": self.weighting,
+                     "statistic": f"mean log-mel, frames weighted by power**{self.weighting:g}, "
+                                  "frame level removed"}
         return {
             **extra,
-            "statistic": f"mean log-mel, frames weighted by power**{self.weighting:g}, "
-                         "frame level removed",
             "bits": self.bits,
             "range": self.range,
             "mean": [round(float(v), 6) for v in self.mean],
