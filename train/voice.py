@@ -82,7 +82,7 @@ def batch_voice(wav: torch.Tensor, spec: VoiceSpec, drop: float,
     `drop` of crops get zeros, so the decoder also renders streams whose code is not in yet."""
     rows = []
     for row in wav.detach().cpu().numpy():
-        stat = voice_statistic(log_mel(row))
+        stat = voice_statistic(log_mel(row), spec.weighting)
         code = None if stat is None or rng.random() < drop else spec.quantize(stat)
         rows.append(spec.dequantize(code))
     return torch.from_numpy(np.stack(rows)).to(wav.device)
