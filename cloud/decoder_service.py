@@ -138,13 +138,13 @@ class DecoderService:
         raw = self.codec.decoder(torch.from_numpy(codes).to(dev), torch.from_numpy(enh).to(dev),
                                  voice)
         taps = self._timbre_taps(batch)
+        before_eq = raw.float().cpu().numpy()
         # the EQ runs on whole windows, so their context frames cover the filter's reach
-        wav = (raw if taps is None else equalize(raw, taps)).float().cpu().numpy()
-        before_eq = raw.float().cpu().numpy() if self.codec.matches_timbre else None
+        wav = before_eq if taps is None else equalize(raw, taps).float().cpu().numpy()
         for i, j in enumerate(batch):
             _, _, audible = j.session.decoder_input(j.wa, j.wb)
             lo, hi = (j.a - j.wa) * FRAME_SAMPLES, (j.b - j.wa) * FRAME_SAMPLES
-            if before_eq is not None:  # what this span adds to the stream's statistic
+            if j.session.timbre is not None:  # what this span adds to the stream's statistic
                 j.session.timbre.observe(before_eq[i, lo:hi])
             w = apply_dtx(wav[i, : (j.wb - j.wa) * FRAME_SAMPLES], audible)
             j.audio = np.clip(w[lo:hi], -1.0, 1.0).astype(np.float32)

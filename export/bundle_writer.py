@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from gacflow.bundle import layout_section, manifest_extras, write_manifest
+from gacflow.bundle import Bundle, layout_section, manifest_extras, write_manifest
 from gacflow.model.checkpoint import checkpoint_layout, read_checkpoint, split_state
 from gacflow.spec import TokenLayout
 
@@ -73,9 +73,7 @@ def add_decoder(bundle_dir: Path, checkpoint: Path, size: str, default: bool = F
                           f"{bundle.codec_id}; train the decoder with freeze_encoder")
     voice = has_voice
     if ck["decoder_config"].get("voice_dims", 0):
-        readers = [n for n, d in bundle.model_config["decoders"].items()
-                   if n != size and d["config"].get("voice_dims", 0)]
-        if readers and ck.get("voice") != has_voice:
+        if _voice_readers(bundle, skip=size) and ck.get("voice") != has_voice:
             raise BundleError(f"{checkpoint}: its decoder reads a different voice basis than "
                               f"bundle {bundle_dir}'s; train it with the bundle's basis")
         # a bundle's code is read by its decoders or, for an envelope code, by no decoder
@@ -98,6 +96,18 @@ def add_decoder(bundle_dir: Path, checkpoint: Path, size: str, default: bool = F
     return codec_id
 
 
+def _voice_readers(bundle: Bundle, skip: str | None = None) -> list[str]:
+    """The bundle's decoders (but `skip`) that read its voice code as a condition."""
+    return [n for n, d in bundle.model_config["decoders"].items()
+            if n != skip and d["config"].get("voice_dims", 0)]
+
+
+def _bundle_encoder_state(bundle: Bundle) -> dict[str, torch.Tensor]:
+    """The fp32 encoder weights a bundle's codec id is hashed from."""
+    return torch.load(bundle.path(bundle.model_config["encoder_file"]), map_location="cpu",
+                      weights_only=True)
+
+
 def _relabel_report(root: Path, codec_id: str) -> None:
     """Point the INT8 validation report at a new codec id (same encoder, same files)."""
     report = root / VALIDATION_FILE
@@ -114,16 +124,13 @@ def set_voice(bundle_dir: Path, voice: dict[str, Any]) -> str:
     from gacflow.errors import BundleError
 
     bundle = Bundle.load(bundle_dir)
-    readers = [n for n, d in bundle.model_config["decoders"].items()
-               if d["config"].get("voice_dims", 0)]
+    readers = _voice_readers(bundle)
     if readers and bundle.manifest.get("voice") != voice:
         raise BundleError(f"{bundle_dir}: decoders {readers} read its current voice basis")
     root = Path(bundle_dir)
     manifest = json.loads((root / MANIFEST).read_text())
     name = manifest["codec"]["name"]
-    enc_state = torch.load(bundle.path(bundle.model_config["encoder_file"]), map_location="cpu",
-                           weights_only=True)
-    codec_id = codec_id_for(name, enc_state, bundle.layout, voice)
+    codec_id = codec_id_for(name, _bundle_encoder_state(bundle), bundle.layout, voice)
     _relabel_report(root, codec_id)
     extra = {**manifest_extras(manifest), "voice": voice}
     write_manifest(root, name, codec_id, bundle.layout, manifest["model"], extra)
@@ -141,8 +148,7 @@ def carry_bundle_parts(origin: Path, out: Path) -> None:
 
     src, dst = Bundle.load(origin), Bundle.load(out)
     manifest = json.loads((dst.root / MANIFEST).read_text())
-    theirs = torch.load(src.path(src.model_config["encoder_file"]), map_location="cpu",
-                        weights_only=True)  # the same check as add_decoder: the codec id
+    theirs = _bundle_encoder_state(src)  # the same check as add_decoder: the codec id
     if codec_id_for(manifest["codec"]["name"], theirs, src.layout,
                     manifest.get("voice")) != dst.codec_id:
         raise BundleError(f"{out}: its encoder is not {origin}'s; cannot carry its decoders")

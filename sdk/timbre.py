@@ -55,12 +55,16 @@ def flat_taps() -> np.ndarray:
     return eq_taps(np.zeros(N_MELS))
 
 
+def code_taps(code: bytes, spec: VoiceSpec, decoded: np.ndarray,
+              strength: float = 1.0) -> np.ndarray:
+    """The EQ from a packed envelope code and the decoded audio's own statistic."""
+    return eq_taps(gain_curve(spec.reconstruct(spec.from_bytes(code)), decoded, strength))
+
+
 def file_taps(wav: np.ndarray, code: bytes, spec: VoiceSpec) -> np.ndarray:
     """The EQ for a whole decoded signal, from the statistic of all of it."""
     decoded = voice_statistic(log_mel(wav), spec.weighting)
-    if decoded is None:
-        return flat_taps()
-    return eq_taps(gain_curve(spec.reconstruct(spec.from_bytes(code)), decoded))
+    return flat_taps() if decoded is None else code_taps(code, spec, decoded)
 
 
 class TimbreMatcher:
@@ -71,7 +75,6 @@ class TimbreMatcher:
         self.stats = VoiceStats(spec.weighting)
         self._audio = np.zeros(CONTEXT, np.float32)  # mel history + not yet whole frame
         self.observed = 0  # samples seen
-        self._cache: tuple[bytes, int, np.ndarray] | None = None
 
     def observe(self, wav: np.ndarray) -> None:
         """Add decoded (not yet equalised) samples, in stream order."""
@@ -87,10 +90,5 @@ class TimbreMatcher:
         decoded = self.stats.mean()
         if code is None or decoded is None:
             return None
-        if self._cache is not None and self._cache[:2] == (code, self.observed):
-            return self._cache[2]
         strength = min(1.0, self.observed / (SETTLE_SECONDS * SAMPLE_RATE))
-        target = self.spec.reconstruct(self.spec.from_bytes(code))
-        taps = eq_taps(gain_curve(target, decoded, strength))
-        self._cache = (code, self.observed, taps)
-        return taps
+        return code_taps(code, self.spec, decoded, strength)
