@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gacflow.cli.common import run_guarded
 from gacflow.errors import ConfigError
+from gacflow.extras import require
 
 from . import config
 from .config import CloudConfig
@@ -88,8 +89,10 @@ def default_client_id(out: str, group: str | None = None,
 
 def serve(cfg: CloudConfig) -> int:
     setup_logging(cfg.log_level)
-    url = config.parse_broker(cfg.broker)  # user errors before the slow imports
+    url = config.preflight(cfg)  # user errors before the slow imports and any file written
     partition = cfg.partition_spec
+    require("torch", "cloud", "the receiver (torch decoder)")
+    require("paho.mqtt", "cloud", "the receiver (MQTT)")
 
     from .metrics import Metrics
     from .metrics import serve as serve_metrics
@@ -107,7 +110,10 @@ def serve(cfg: CloudConfig) -> int:
     rx.recover()
     server = None
     if cfg.metrics_port is not None:
-        server = serve_metrics(metrics, cfg.metrics_port, cfg.metrics_host)
+        try:
+            server = serve_metrics(metrics, cfg.metrics_port, cfg.metrics_host)
+        except OSError as exc:  # taken since preflight
+            raise ConfigError(config.port_error(cfg.metrics_host, cfg.metrics_port, exc)) from exc
         log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, server.server_address[1])
     client_id = cfg.client_id or default_client_id(cfg.out, cfg.group, partition)
     sub = Subscriber(url, client_id, group=cfg.group, username=cfg.username,
@@ -138,6 +144,7 @@ def redecode(argv: list[str]) -> int:
     if not Path(args.archive).is_file():
         raise ConfigError(f"archive {args.archive} not found")
 
+    require("torch", "cloud", "redecode (torch decoder)")
     from gacflow.bitstream import decode_packet
     from gacflow.errors import BitstreamError
 

@@ -9,9 +9,13 @@ file > default. The layering itself is `gacflow.settings`.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from gacflow.broker_url import BrokerURL, parse_broker_url
 from gacflow.errors import ConfigError
@@ -109,11 +113,83 @@ def resolve(args: argparse.Namespace | None, env: Mapping[str, str] | None = Non
 def validate(cfg: CloudConfig) -> CloudConfig:
     SETTINGS.check_choices(cfg)
     spec = cfg.partition_spec
+    if cfg.metrics_port is not None and not 0 <= cfg.metrics_port <= 65535:
+        raise ConfigError(f"metrics_port must be between 0 and 65535, got {cfg.metrics_port}")
     if spec is not None and cfg.group:
         raise ConfigError("partition and group exclude each other: --group shares one "
                           "subscription among workers (needs a sticky/hash broker), "
                           "--partition gives each worker its own; pick one")
     return cfg
+
+
+def readable_file(key: str, path: str) -> None:
+    """ConfigError naming the setting and the path when a file we must read is not there."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{key}: {path}: no such file")
+    if not p.is_file():
+        raise ConfigError(f"{key}: {path}: not a file")
+    if not os.access(p, os.R_OK):
+        raise ConfigError(f"{key}: {path}: not readable (permission denied)")
+
+
+def check_port(host: str, port: int) -> None:
+    """Bind and release the metrics address, as the HTTP server will (SO_REUSEADDR)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"metrics_host {host!r}: cannot resolve ({exc.strerror})") from exc
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            raise ConfigError(port_error(host, port, exc)) from exc
+
+
+def port_error(host: str, port: int, exc: OSError) -> str:
+    """One line for a metrics port we cannot listen on, saying how to change it."""
+    why = ("is already in use" if exc.errno == errno.EADDRINUSE
+           else f"cannot be opened ({exc.strerror or exc})")
+    return (f"metrics port {host}:{port} {why} (set --metrics-port / metrics_port to another "
+            "port, or leave it unset to disable the endpoint)")
+
+
+def check_tls(cfg: CloudConfig) -> None:
+    """Load the TLS files as the subscriber will, so a bad PEM is named before start-up."""
+    try:
+        ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"ca_file: {cfg.ca_file}: not a usable CA certificate "
+                          f"({getattr(exc, 'reason', None) or exc})") from exc
+    if cfg.cert_file:
+        try:
+            ctx.load_cert_chain(cfg.cert_file, cfg.key_file or None)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"cert_file/key_file: {cfg.cert_file}, {cfg.key_file}: not a "
+                              f"usable certificate and key "
+                              f"({getattr(exc, 'reason', None) or exc})") from exc
+
+
+def preflight(cfg: CloudConfig) -> BrokerURL:
+    """Everything checkable before start-up writes anything: the broker URL, every file
+    and folder the settings name, the metrics port. Returns the parsed broker URL."""
+    url = parse_broker(cfg.broker)
+    for key in ("ca_file", "cert_file", "key_file"):
+        value = getattr(cfg, key)
+        if value:
+            readable_file(key, value)
+    if url.tls:
+        check_tls(cfg)
+    if cfg.bundle and not Path(cfg.bundle).is_dir():
+        raise ConfigError(f"bundle: {cfg.bundle}: no such folder")
+    for key, path in (("out", cfg.out), ("archive", cfg.archive)):
+        if path and Path(path).exists() and Path(path).is_dir() != (key == "out"):
+            raise ConfigError(f"{key}: {path}: is a {'file' if key == 'out' else 'folder'}")
+    if cfg.metrics_port is not None:
+        check_port(cfg.metrics_host, cfg.metrics_port)
+    return url
 
 
 def parse_broker(url: str) -> BrokerURL:

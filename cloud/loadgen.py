@@ -11,6 +11,7 @@ the shared `gacflow.mqtt_version.connect_negotiated`.
 
 from __future__ import annotations
 
+import secrets
 import time
 
 import numpy as np
@@ -54,7 +55,8 @@ class Publisher:
         self.device = device
         self.client, self.protocol = connect_negotiated(self._make_client, url.host, url.port,
                                                         mqtt_version)
-        self.status(True, codec_id=codec_id, mode=mode)
+        # a fresh nonce per publisher, as an agent with a new queue has (docs/cloud.md)
+        self.status(True, codec_id=codec_id, mode=mode, stream_nonce=secrets.token_hex(8))
 
     def _make_client(self, protocol: int) -> mqtt.Client:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{self.device}",

@@ -15,6 +15,7 @@ PER_DEVICE = {
     "packets": "packets received",
     "bytes": "payload bytes received",
     "duplicates": "duplicate packets ignored",
+    "refused_packets": "packets refused: another stream's content under the same identity",
     "gaps": "gaps (lost packets) detected",
     "lost_frames": "token frames lost and concealed",
     "bad_packets": "malformed or implausible packets refused",

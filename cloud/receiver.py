@@ -39,6 +39,12 @@ def status_codec(status: dict) -> str | None:
     return None
 
 
+def status_details(codec_id: str | None, mode: object) -> str:
+    """' (codec X, mode Y)' with only the fields the device told us; '' when none."""
+    parts = [f"{k} {v}" for k, v in (("codec", codec_id), ("mode", mode)) if v is not None]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 class Receiver:
     def __init__(self, codec, out: str | Path, archive: str | Path | None = None,
                  policy: StreamPolicy | None = None, metrics: Metrics | None = None,
@@ -52,6 +58,7 @@ class Receiver:
         self.archive = Archive(archive) if archive else None
         self.metrics = metrics or Metrics()
         self.status: dict[str, dict] = {}
+        self.nonces: dict[str, str | None] = {}  # device -> stream nonce of its last birth
         self.devices: set[str] = set()
         self.warned: set[tuple[str, str]] = set()
         self.finished: list[tuple[Session, Path]] = []
@@ -82,13 +89,23 @@ class Receiver:
                 self._warn(device, "status", f"device {device}: unreadable status message")
             return
         self.status[device] = st
+        if st["online"]:
+            self._stream_nonce(device, st.get("stream_nonce"))
         codec_id = status_codec(st)
-        log.info("device %s %s (codec %s, mode %s)", device,
-                 "online" if st["online"] else "offline", codec_id, st.get("mode"))
+        log.info("device %s %s%s", device, "online" if st["online"] else "offline",
+                 status_details(codec_id, st.get("mode")))
         if codec_id and codec_id != self.codec.codec_id:
             self._warn(device, "codec",
                        f"device {device} runs codec {codec_id!r}, this receiver holds "
                        f"{self.codec.codec_id!r}: its packets are archived, not decoded")
+
+    def _stream_nonce(self, device: str, nonce: object) -> None:
+        """Remember the birth message's stream nonce: it keys the device's next streams."""
+        nonce = nonce if isinstance(nonce, str) else None
+        if device in self.nonces and nonce != self.nonces[device]:
+            log.info("device %s: new stream nonce %s (new or wiped queue): its stream ids "
+                     "start new streams, not replays", device, nonce)
+        self.nonces[device] = nonce
 
     def _packet(self, device: str, payload: bytes, arrival: float) -> None:
         m = self.metrics
@@ -103,7 +120,7 @@ class Receiver:
             return
         try:
             p = decode_packet(payload, self.codec.entropy)
-            s, placed = self.table.route(device, p, arrival)
+            s, placed = self.table.route(device, p, arrival, self.nonces.get(device))
         except BitstreamError as exc:
             m.inc("bad_packets", device)
             self._warn(device, "bad", f"device {device}: bad packet refused ({exc}); "
@@ -112,6 +129,14 @@ class Receiver:
             return
         if s.packets == 1 and placed.outcome == "new" and self.archive:
             self.archive.open_session(s, codec_id or self.codec.codec_id)
+        if placed.outcome == "refused":
+            m.inc("refused_packets", device)
+            self._warn(device, "refused", f"device {device}: stream {p.stream_id} packet "
+                       f"{p.seq} differs from the one received there before: two streams "
+                       "share one identity (no new stream nonce?); refused, further ones "
+                       "only counted")
+            self._archive(device, arrival, payload, None, "stream identity conflict")
+            return
         if placed.outcome != "new":
             m.inc("duplicates", device)
         self._archive(device, arrival, payload, s.name, None)

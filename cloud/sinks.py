@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from gacflow.audio import write_wav
+from gacflow.errors import ConfigError
 from gacflow.spec import SAMPLE_RATE
 
 from .streams import Session
@@ -99,12 +100,16 @@ class Archive:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path), check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-        self.db.commit()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(self.path), check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+            self.db.commit()
+        except (OSError, sqlite3.Error) as exc:  # a read-only disk, a file that is not SQLite
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ConfigError(f"archive: {self.path}: cannot open ({reason})") from exc
 
     def add_packet(self, device: str, arrival: float, payload: bytes,
                    session: str | None, error: str | None = None) -> None:

@@ -1,4 +1,5 @@
-"""Stream assembly: one `Session` per (device, stream id), a jitter buffer keyed by frame index.
+"""Stream assembly: one `Session` per (device, stream id, stream nonce), a jitter buffer keyed
+by frame index.
 
 Packets are placed by their `first_frame` index, so reordering costs nothing and a
 duplicate (a QoS 1 redelivery, a replay after a receiver restart) lands on frames that
@@ -15,12 +16,22 @@ Gap policy (concealment), decided here and documented in docs/cloud.md:
   speech, with no click;
 * longer losses are rendered like DTX: silence with 10 ms fades, never a repeated buzz.
 
+Stream identity: the one-byte stream id restarts at 0 when a device gets a new queue, so
+a stream is keyed by (device, stream id, the nonce of the device's birth message) (see
+docs/cloud.md). Each session remembers a digest of every packet it placed, keyed by
+(seq, first frame): a replay has the same content there and is a duplicate (also when an
+older stream of the device, with another nonce, placed it); a packet with other content
+under the same identity is not a replay and is refused (outcome 'refused', never counted
+as a duplicate), except from a device without a nonce (an older agent), where it starts a
+new stream once the old one has ended.
+
 Frames are stored as decoder input (codes, enhancement flag, activity), so a stream may
 mix the 275 and 175 modes packet by packet.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,7 +58,8 @@ class StreamPolicy:
 
 @dataclass
 class Placed:
-    """What happened to one packet: 'new', 'duplicate' or 'late' (already committed)."""
+    """What happened to one packet: 'new', 'duplicate', 'late' (already committed) or
+    'refused' (same stream identity, other content: not a replay)."""
 
     outcome: str
     frames: int = 0
@@ -85,11 +97,26 @@ class Session:
     voice: bytes | None = None  # the stream's latest voice code (packed), once one arrived
     voice_frame: int = -1  # first frame of the packet it came in
     timbre: TimbreMatcher | None = None  # the receiver's EQ state, for envelope codes
+    nonce: str | None = None  # the stream nonce of the birth message, if the device sent one
+    digests: dict[tuple[int, int], int] = field(default_factory=dict)  # (seq, first) -> digest
+    refused: int = 0
+
+    def replay_of(self, p: Packet) -> bool | None:
+        """True: this session placed the very same packet; False: it placed another packet
+        at that (seq, first frame), so `p` belongs to another stream; None: never seen."""
+        seen = self.digests.get((p.seq, p.first_frame))
+        return None if seen is None else seen == packet_digest(p)
 
     # -- placement ------------------------------------------------------------------
     def place(self, p: Packet, now: float) -> Placed:
         """Put a decoded packet's frames in place; raises BitstreamError if implausible."""
         self.last_arrival = now
+        replay = self.replay_of(p)
+        if replay is not None:
+            if replay:
+                self.duplicates += 1
+                return Placed("duplicate")
+            return Placed("refused")  # counted by StreamTable.route
         if self.packets == 0 and self.end == 0:
             self.base = 0 if p.first_frame <= self.policy.max_lead_frames else p.first_frame
         start = p.first_frame - self.base
@@ -121,6 +148,7 @@ class Session:
         self.seq_at_start[start] = p.seq
         self.arrived_at.setdefault(start, now)
         self.seq_at_end[start + n] = p.seq
+        self.digests[(p.seq, p.first_frame)] = packet_digest(p)
         self.end = max(self.end, start + n)
         self.packets += 1
         return Placed("new", int(fresh.sum()))
@@ -212,43 +240,91 @@ def check_tokens(p: Packet, layout: TokenLayout, voice: VoiceSpec | None = None)
         voice.from_bytes(p.voice)
 
 
+def packet_digest(p: Packet) -> int:
+    """CRC-32 of what a packet says (not how it was coded): equal for a replay of it."""
+    tokens = np.asarray(p.tokens, dtype=np.int64)
+    head = f"{p.seq}/{p.first_frame}/{p.mode}/{p.width}/{int(p.eos)}".encode()
+    return zlib.crc32(head + tokens.tobytes() + b"v" + (p.voice or b""))
+
+
+StreamKey = tuple[str, int] | tuple[str, int, str]
+
+
+def stream_key(device: str, stream_id: int, nonce: str | None = None) -> StreamKey:
+    """(device, stream id), plus the device's stream nonce when its birth message had one."""
+    return (device, stream_id) if nonce is None else (device, stream_id, nonce)
+
+
 class StreamTable:
-    """All live sessions, keyed by (device, stream id); finished ones are handed out once."""
+    """All live sessions, keyed by `stream_key`; finished ones are handed out once."""
 
     def __init__(self, layout: TokenLayout, policy: StreamPolicy | None = None,
                  voice: VoiceSpec | None = None) -> None:
         self.layout = layout
         self.voice = voice
         self.policy = policy or StreamPolicy()
-        self.sessions: dict[tuple[str, int], Session] = {}
+        self.sessions: dict[StreamKey, Session] = {}
         # ended sessions stay known a while, so a late QoS 1 redelivery of one of their
         # packets is a duplicate, not the start of a one-packet session (agents move to
-        # a new stream id per session, so an id comes back only after 255 others)
-        self.recent: dict[tuple[str, int], Session] = {}
+        # a new stream id per session, so an id comes back only after 255 others, or in a
+        # new queue, which has a new stream nonce)
+        self.recent: dict[StreamKey, Session] = {}
         self.recent_ttl = max(60.0, 2 * self.policy.idle_timeout)
 
-    def session_for(self, device: str, p: Packet, now: float, name: str | None = None) -> Session:
-        key = (device, p.stream_id)
+    def session_for(self, device: str, p: Packet, now: float, name: str | None = None,
+                    nonce: str | None = None) -> Session:
+        key = stream_key(device, p.stream_id, nonce)
         s = self.sessions.get(key)
+        if s is None and nonce is not None:
+            # a live session of unknown nonce (resumed from the archive, or opened before
+            # the birth message came) is this stream: the first nonce that routes to it owns it
+            s = self.sessions.pop(stream_key(device, p.stream_id), None)
+            if s is not None:
+                s.nonce = nonce
+                self.sessions[key] = s
         if s is None:
             s = Session(device, p.stream_id, name or session_name(p.stream_id, now), now,
-                        self.layout, self.policy)
+                        self.layout, self.policy, nonce=nonce)
             self.sessions[key] = s
         return s
 
-    def route(self, device: str, p: Packet, now: float) -> tuple[Session, Placed]:
+    def route(self, device: str, p: Packet, now: float,
+              nonce: str | None = None) -> tuple[Session, Placed]:
+        """Place a packet of `device` (whose birth message gave `nonce`) in its session."""
         check_tokens(p, self.layout, self.voice)
-        old = self.recent.get((device, p.stream_id))
+        key = stream_key(device, p.stream_id, nonce)
+        old = self.recent.get(key) if key not in self.sessions else None
         if old is not None and now - old.last_arrival < self.recent_ttl:
-            old.duplicates += 1
-            return old, Placed("duplicate")
-        s = self.session_for(device, p, now)
+            replay = old.replay_of(p)
+            if replay is None:  # a packet the ended session never got
+                old.late += 1
+                return old, Placed("late")
+            if replay:
+                old.duplicates += 1
+                return old, Placed("duplicate")
+            if nonce is not None:  # the nonce says same stream, the content says not
+                return self._refuse(old, device, p, now)
+            # no nonce (an older agent): other content proves a new stream, not a replay
+        s = self.session_for(device, p, now, nonce=nonce)
         try:
-            return s, s.place(p, now)
+            placed = s.place(p, now)
         except BitstreamError:
             if s.packets == 0:  # do not keep a session that a refused packet opened
-                del self.sessions[(device, p.stream_id)]
+                del self.sessions[key]
             raise
+        return self._refuse(s, device, p, now) if placed.outcome == "refused" else (s, placed)
+
+    def _refuse(self, s: Session, device: str, p: Packet,
+                now: float) -> tuple[Session, Placed]:
+        """A packet that conflicts with `s`: a duplicate if an older stream of the device
+        with that stream id (another nonce) placed exactly it, else refused."""
+        for key, old in self.recent.items():
+            if key[:2] == (device, p.stream_id) and old is not s \
+                    and now - old.last_arrival < self.recent_ttl and old.replay_of(p):
+                old.duplicates += 1
+                return old, Placed("duplicate")
+        s.refused += 1
+        return s, Placed("refused")
 
     def tick(self, now: float) -> list[Session]:
         """Advance every session; return (and forget) those that ended."""

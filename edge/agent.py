@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from gacflow.bitstream import HEADER_BYTES, SILENT, Packet, encode_packet
+from gacflow.bitstream import SILENT, Packet, encode_packet
 from gacflow.bundle import Bundle
 from gacflow.errors import ConfigError, GacflowError
 from gacflow.spec import FRAME_RATE, SAMPLE_RATE
@@ -70,7 +70,8 @@ class EdgeAgent:
         birth = dict(codec_id=bundle.codec_id, mode=self.mode.name,
                      batch_seconds=cfg.batch_seconds, frame_rate=FRAME_RATE, dtx=cfg.dtx,
                      entropy_tables=(f"{self.entropy.tag:02x}" if self.entropy else None),
-                     backend=self.backend, stream_id=self.stream_id)
+                     backend=self.backend, stream_id=self.stream_id,
+                     stream_nonce=self.queue.stream_nonce())  # see docs/edge.md
         self.publisher = MqttPublisher(cfg, self.queue, birth)
         self._packet_log = None
         if cfg.packet_log:
@@ -79,6 +80,7 @@ class EdgeAgent:
             except OSError as exc:
                 raise ConfigError(f"packet-log {cfg.packet_log}: {exc.strerror or exc}") from exc
         self._stopping = threading.Event()
+        self._abort = threading.Event()  # a second signal: stop draining, keep the queue
         self._next_status = 0.0
 
     # --- pipeline ------------------------------------------------------------------------
@@ -100,8 +102,11 @@ class EdgeAgent:
             s = self.stats
             s.packets += 1
             s.payload_bytes += len(data)
-            s.payload_bytes_no_dtx += HEADER_BYTES + (p.frame_count * p.width + 7) // 8
-            s.active_frames += int(np.sum(p.tokens != SILENT))
+            # Without DTX the same packet would also carry the silent frames' tokens (plain
+            # packing: an upper bound); a packet DTX left alone costs exactly the same.
+            silent = int(np.sum(p.tokens == SILENT))
+            s.payload_bytes_no_dtx += len(data) + (silent * p.width + 7) // 8
+            s.active_frames += p.frame_count - silent
             s.frames += p.frame_count
             s.eos_sent = s.eos_sent or p.eos
         if packets:
@@ -157,7 +162,12 @@ class EdgeAgent:
 
     # --- run -------------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
-        """SIGTERM/SIGINT: stop reading; the stream is then flushed and ended normally."""
+        """SIGTERM/SIGINT: stop reading; the stream is then flushed and ended normally.
+
+        A second signal, or any signal while the broker is away, ends the drain at once:
+        undelivered packets stay in the disk queue for the next run."""
+        if self._stopping.is_set():
+            self._abort.set()
         self._stopping.set()
         self.source.stop()
 
@@ -184,6 +194,7 @@ class EdgeAgent:
             delivered = self._drain(timeout)
             if self.publisher.fatal:
                 raise self.publisher.fatal
+            brief = brief or self._stopping.is_set()  # a signal during the drain
             self.stats.finished = delivered
             self._tick(force=True)
             if not delivered and not brief:
@@ -198,7 +209,10 @@ class EdgeAgent:
     def _drain(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.publisher.drain(min(1.0, max(0.0, deadline - time.monotonic()))):
+            if self._abort.is_set() or (self._stopping.is_set()
+                                        and not self.publisher.connected.is_set()):
+                return len(self.queue) == 0
+            if self.publisher.drain(min(0.2, max(0.0, deadline - time.monotonic()))):
                 return True
             if self.publisher.fatal:
                 return False

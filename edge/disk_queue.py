@@ -9,11 +9,15 @@ Size cap, drop policy: when `max_packets` rows are queued, inserting a new packe
 the *oldest* ones and counts them in `dropped` (persisted): during a very long outage
 the newest speech is kept, and a receiver sees the gap as missing sequence numbers.
 
-The queue also stores the stream-id counter, so a restarted agent starts a new stream.
+The queue also stores the stream-id counter, so a restarted agent starts a new stream,
+and a random stream nonce chosen when the file is created: stream ids (one byte) restart
+at 0 in a new or wiped queue, and the nonce (sent in the birth message) lets a receiver
+tell those streams from a replay of the old ones with the same device id.
 """
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -81,6 +85,15 @@ class DiskQueue:
             sid = self._meta("next_stream_id")
             self._set_meta("next_stream_id", (sid + 1) % 256)
         return sid
+
+    def stream_nonce(self) -> str:
+        """This queue's stream nonce (16 hex digits): random, chosen on first use of the file."""
+        with self._tx("stream nonce update"):
+            value = self._meta("stream_nonce")
+            if not value:
+                value = secrets.randbits(63) or 1
+                self._set_meta("stream_nonce", value)
+        return f"{value:016x}"
 
     def put(self, payload: bytes) -> int:
         """Append a packet durably; drop the oldest beyond the cap. Returns the number dropped."""

@@ -5,19 +5,14 @@ from __future__ import annotations
 from gacflow.backends import encoder_runtime
 from gacflow.bundle import Bundle
 from gacflow.errors import BundleError, ConfigError
+from gacflow.extras import installed
 from gacflow.streaming import EncoderRuntime
 
 ONNX_FILE = "encoder.int8.onnx"
 TFLITE_FILE = "encoder.int8.tflite"
 
 
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
+_importable = installed  # one check for every optional dependency (gacflow.extras)
 
 
 def choose_backend(bundle: Bundle, wanted: str = "auto") -> str:

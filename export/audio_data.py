@@ -20,6 +20,8 @@ from gacflow.spec import MELS_PER_TOKEN, SAMPLE_RATE
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
+RECOMMENDED_CALIBRATION_SECONDS = 300.0
+MIN_CALIBRATION_SECONDS = 60.0  # below this the INT8 activation ranges are a guess
 
 
 def corpus_utterances(corpus: Path, split: str) -> list[np.ndarray]:
@@ -60,6 +62,18 @@ def take_seconds(utts: list[np.ndarray], seconds: float, seed: int = 0,
         if total >= seconds:
             break
     return picked
+
+
+def total_seconds(utts: list[np.ndarray]) -> float:
+    return sum(len(u) for u in utts) / SAMPLE_RATE
+
+
+def calibration_warning(seconds: float) -> str | None:
+    """One line when too little calibration audio was found for trustworthy INT8 ranges."""
+    if seconds >= MIN_CALIBRATION_SECONDS:
+        return None
+    return (f"warning: only {seconds:.0f} s of calibration audio "
+            f"({RECOMMENDED_CALIBRATION_SECONDS:.0f} s recommended); INT8 ranges may be poor")
 
 
 def utterance_mels(wav: np.ndarray) -> np.ndarray:

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 from gacflow.errors import ConfigError, GacflowError
+from gacflow.extras import require
 
-from .onnx_export import PLANS
-from .pipeline import FORMATS, ExportOptions
+from .choices import FORMATS, PLANS
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -70,16 +70,16 @@ def main(argv: list[str] | None = None) -> int:
                 any(args.out.iterdir()) and not (args.out / "manifest.json").is_file())):
             raise ConfigError(f"--out {args.out} exists and is not a bundle; refusing to "
                               "replace it (pick a new or empty folder)")
+        require("torch", "export", "the export")
+        if "onnx" in formats:
+            require("onnx", "export", "--formats onnx")
+            require("onnxruntime", "export", "--formats onnx")
         if "tflite" in formats:
-            import importlib.util
-
-            if importlib.util.find_spec("tensorflow") is None:
-                raise ConfigError("--formats tflite needs TensorFlow: pip install "
-                                  "'gacflow[export]' (or pass --formats onnx)")
+            require("tensorflow", "export", "--formats tflite", hint="or pass --formats onnx")
         import torch
 
         torch.set_num_threads(max(1, args.threads))
-        from .pipeline import run_export
+        from .pipeline import ExportOptions, run_export
         from .source import load_source
 
         src = load_source(args.source)

@@ -15,6 +15,7 @@ import torch
 
 from gacflow.model.encoder import Encoder
 
+from .choices import PLANS
 from .graph import LATENT_OUTPUT, MEL_INPUT, EncoderStepGraph
 
 OPSET = 17
@@ -83,9 +84,6 @@ class StepCalibrationReader:
 
     def rewind(self) -> None:
         self._it = iter(self._feeds)
-
-
-PLANS = ("uint8", "fast", "dynamic", "wide", "uint16")
 
 
 def precision_plan(model_path: Path, plan: str = "fast"

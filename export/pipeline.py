@@ -8,6 +8,7 @@ loaders the device uses; validation.json is then added and the manifest rewritte
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +22,11 @@ from gacflow.errors import ConfigError
 from gacflow.fsq import latent_to_tokens
 from gacflow.spec import TokenLayout
 
-from .audio_data import load_utterances, utterance_mels
+from .audio_data import calibration_warning, load_utterances, total_seconds, utterance_mels
 from .bundle_writer import VALIDATION_FILE, carry_bundle_parts, write_torch_bundle
+from .choices import FORMATS
 from .source import ExportSource, as_checkpoint
 from .validate import format_report, validate_bundle
-
-FORMATS = ("onnx", "tflite")
 
 
 @dataclass
@@ -88,8 +88,13 @@ def stage_encoders(src: ExportSource, opts: ExportOptions, stage: Path
     """Write the encoder files into `stage`; returns (bundle name -> path, choices made)."""
     from .onnx_export import export_fp32
 
-    calib = [utterance_mels(u) for u in load_utterances(opts.calibration, "train",
-                                                        opts.calibration_seconds, seed=0)]
+    utts = load_utterances(opts.calibration, "train", opts.calibration_seconds, seed=0)
+    warning = calibration_warning(total_seconds(utts))
+    if warning:
+        from tqdm import tqdm
+
+        tqdm.write(f"gacflow-export: {warning}", file=sys.stderr)  # on its own line, not the bar's
+    calib = [utterance_mels(u) for u in utts]
     files: dict[str, Path] = {}
     chosen: dict[str, str] = {}
     if "onnx" in opts.formats:

@@ -8,14 +8,29 @@ from __future__ import annotations
 
 from .bundle import Bundle
 from .errors import ConfigError
+from .extras import installed, require
 from .streaming import EncoderRuntime
 
 BACKENDS = ("torch", "onnx", "tflite")
+AUTO = "auto"
+
+
+def resolve_backend(bundle: Bundle, wanted: str = AUTO) -> str:
+    """'auto' -> torch (the reference) when installed, else the bundle's INT8 onnx, else
+    tflite: an edge install (no torch) encodes out of the box."""
+    if wanted != AUTO:
+        return wanted
+    if installed("torch"):
+        return "torch"
+    from .edge.encoder import choose_backend
+
+    return choose_backend(bundle, AUTO)
 
 
 def encoder_runtime(bundle: Bundle, backend: str = "onnx", threads: int = 1) -> EncoderRuntime:
     """Instantiate the named backend over the bundle's encoder file."""
     if backend == "torch":
+        require("torch", "cloud", "the torch encoder backend", hint="or use --backend onnx")
         from .model.codec import torch_encoder_runtime
 
         return torch_encoder_runtime(bundle)

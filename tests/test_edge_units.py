@@ -335,3 +335,26 @@ def test_backend_choice(tmp_path, bundle_dir):
     if not b.has("encoder.int8.tflite"):
         with pytest.raises(BundleError, match="encoder.int8.tflite"):
             choose_backend(b, "tflite")
+
+
+def test_no_dtx_estimate_counts_the_same_packets():
+    """bitrate_no_dtx equals bitrate when DTX marked nothing (it once used plain packing
+    without voice codes, so a status line could show DTX "costing" bits), and is larger
+    by the silent frames' tokens when it did."""
+    from types import SimpleNamespace
+
+    from gacflow.bitstream import Packet
+    from gacflow.edge.agent import EdgeAgent
+
+    stub = SimpleNamespace(entropy=None, _packet_log=None, stats=AgentStats(),
+                           queue=SimpleNamespace(put=lambda data: 0, max_packets=1),
+                           publisher=SimpleNamespace(wake=lambda: None))
+    tokens = np.arange(25, dtype=np.int64) % 1024
+    EdgeAgent._enqueue(stub, [Packet(1, 0, 0, tokens, 10, voice=bytes(9))])
+    s = stub.stats
+    assert s.payload_bytes == s.payload_bytes_no_dtx and s.active_frames == 25
+    quiet = tokens.copy()
+    quiet[5:15] = SILENT
+    EdgeAgent._enqueue(stub, [Packet(1, 1, 25, quiet, 10)])
+    added = s.payload_bytes_no_dtx - s.payload_bytes
+    assert added == (10 * 10 + 7) // 8 and s.active_frames == 40 and s.frames == 50

@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 
 from gacflow.errors import GacflowError
+from gacflow.extras import require
 
 from .synth import ENGINES, LANGUAGES
+
+TORCH_FREE = {"corpus", "synth", "pack"}  # the rest train or read torch checkpoints
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--default", action="store_true", help="make it the bundle's default")
     args = ap.parse_args(argv)
     try:
+        if args.cmd not in TORCH_FREE:
+            require("torch", "train", args.cmd)
         if args.cmd == "corpus":
             from .corpus import build, default_splits
 

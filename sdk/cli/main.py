@@ -8,9 +8,9 @@ import sys
 
 from .. import container
 from ..audio import DEFAULT_MAX_SECONDS, read_audio, write_wav
-from ..backends import BACKENDS
+from ..backends import AUTO, BACKENDS, resolve_backend
 from ..bundle import Bundle
-from ..errors import AudioError
+from ..extras import MissingExtraError, require
 from ..spec import DEFAULT_MODE, FRAME_RATE, SAMPLE_RATE
 from ..streaming import encode_whole
 from ..tokens import Tokens
@@ -29,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mode", default=DEFAULT_MODE, choices=["275", "175"],
                    help="operating point: payload budget in bit/s (default 275)")
     e.add_argument("--bundle", default=None, help="model bundle folder (default: shipped)")
-    e.add_argument("--backend", default="torch", choices=BACKENDS,
-                   help="encoder backend: torch (reference) or INT8 onnx/tflite (no torch)")
+    e.add_argument("--backend", default=AUTO, choices=(AUTO, *BACKENDS),
+                   help="encoder backend: torch (reference) or INT8 onnx/tflite (no torch); "
+                        "auto (default): torch when installed, else onnx, else tflite")
     e.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
                    help=f"refuse longer inputs (default {DEFAULT_MAX_SECONDS:.0f} s)")
 
@@ -59,10 +60,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
     wav = read_audio(args.input, max_seconds=args.max_seconds)
     bundle = Bundle.load(args.bundle)
     mode = bundle.layout.mode(args.mode)
-    tokens = encode_with_backend(bundle, wav, args.mode, args.backend)
+    backend = resolve_backend(bundle, args.backend)
+    tokens = encode_with_backend(bundle, wav, args.mode, backend)
     size = container.write(args.output, tokens, mode.bits, bundle.entropy)
     print(f"{args.output}: {len(tokens)} frames, {size} bytes, "
-          f"{size * 8 / tokens.duration:.1f} bit/s (mode {args.mode}, codec {bundle.codec_id})")
+          f"{size * 8 / tokens.duration:.1f} bit/s (mode {args.mode}, codec {bundle.codec_id}, "
+          f"backend {backend})")
     return 0
 
 
@@ -75,6 +78,7 @@ def encode_with_backend(bundle: Bundle, wav, mode: str, backend: str) -> Tokens:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    require("torch", "cloud", "decode (the torch decoder)")
     bundle = Bundle.load(args.bundle)
     tokens, _ = container.read(args.input, bundle.entropy)
     bundle.check_codec(tokens.codec_id)
@@ -122,27 +126,40 @@ def _delegate(module: str, func: str, rest: list[str]) -> int:
 
     try:
         mod = importlib.import_module(module)
-    except ImportError as exc:
-        raise AudioError(f"this install lacks {module} ({exc}); pip install 'gacflow[cloud,eval]'")\
+    except ModuleNotFoundError as exc:  # a dependency of an extra this install lacks
+        raise MissingExtraError(f"{module} needs {exc.name}: pip install 'gacflow[cloud,eval]'")\
             from exc
     return int(getattr(mod, func)(rest))
 
 
-def _demo(rest: list[str]) -> int:
-    """The end-to-end demo; `--offline` (or no cloud part installed) runs the local round trip."""
-    import importlib.util
+def _wants_help(rest: list[str]) -> bool:
+    """--help needs no optional dependency: answer it before checking them."""
+    return any(a in ("-h", "--help") for a in rest)
 
-    if "--offline" in rest or importlib.util.find_spec("gacflow.cloud.demo") is None:
+
+def _demo(rest: list[str]) -> int:
+    """The end-to-end demo; `--offline` runs the local round trip. Both decode with torch."""
+    help_only = _wants_help(rest)
+    if "--offline" in rest:
         from .offline_demo import run
 
+        if not help_only:
+            require("torch", "cloud", "demo --offline (the torch codec)")
         return run(rest)
+    if not help_only:
+        require("torch", "cloud", "demo (the cloud decoder)",
+                hint="the edge agent alone is gacflow-edge")
+        require("paho.mqtt", "cloud", "demo (MQTT)")
     return _delegate("gacflow.cloud.demo", "run_demo", rest)
 
 
-DELEGATED = {
-    "demo": _demo,
-    "eval": lambda rest: _delegate("gacflow.eval.cli", "main", rest),
-}
+def _eval(rest: list[str]) -> int:
+    if not _wants_help(rest):
+        require("torch", "eval", "eval")
+    return _delegate("gacflow.eval.cli", "main", rest)
+
+
+DELEGATED = {"demo": _demo, "eval": _eval}
 
 
 def main(argv: list[str] | None = None) -> int:
