@@ -12,7 +12,6 @@ import argparse
 import errno
 import os
 import socket
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 from gacflow.broker_url import BrokerURL, parse_broker_url
 from gacflow.errors import ConfigError
 from gacflow.settings import Settings
+from gacflow.tls_files import check_tls_files
 
 from .partition import Partition, parse_partition
 
@@ -122,17 +122,6 @@ def validate(cfg: CloudConfig) -> CloudConfig:
     return cfg
 
 
-def readable_file(key: str, path: str) -> None:
-    """ConfigError naming the setting and the path when a file we must read is not there."""
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{key}: {path}: no such file")
-    if not p.is_file():
-        raise ConfigError(f"{key}: {path}: not a file")
-    if not os.access(p, os.R_OK):
-        raise ConfigError(f"{key}: {path}: not readable (permission denied)")
-
-
 def check_port(host: str, port: int) -> None:
     """Bind and release the metrics address, as the HTTP server will (SO_REUSEADDR)."""
     try:
@@ -156,32 +145,11 @@ def port_error(host: str, port: int, exc: OSError) -> str:
             "port, or leave it unset to disable the endpoint)")
 
 
-def check_tls(cfg: CloudConfig) -> None:
-    """Load the TLS files as the subscriber will, so a bad PEM is named before start-up."""
-    try:
-        ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(f"ca_file: {cfg.ca_file}: not a usable CA certificate "
-                          f"({getattr(exc, 'reason', None) or exc})") from exc
-    if cfg.cert_file:
-        try:
-            ctx.load_cert_chain(cfg.cert_file, cfg.key_file or None)
-        except (ssl.SSLError, OSError) as exc:
-            raise ConfigError(f"cert_file/key_file: {cfg.cert_file}, {cfg.key_file}: not a "
-                              f"usable certificate and key "
-                              f"({getattr(exc, 'reason', None) or exc})") from exc
-
-
 def preflight(cfg: CloudConfig) -> BrokerURL:
     """Everything checkable before start-up writes anything: the broker URL, every file
     and folder the settings name, the metrics port. Returns the parsed broker URL."""
     url = parse_broker(cfg.broker)
-    for key in ("ca_file", "cert_file", "key_file"):
-        value = getattr(cfg, key)
-        if value:
-            readable_file(key, value)
-    if url.tls:
-        check_tls(cfg)
+    check_tls_files(cfg.ca_file, cfg.cert_file, cfg.key_file, load=url.tls)
     if cfg.bundle and not Path(cfg.bundle).is_dir():
         raise ConfigError(f"bundle: {cfg.bundle}: no such folder")
     for key, path in (("out", cfg.out), ("archive", cfg.archive)):

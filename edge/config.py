@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 from gacflow.broker_url import parse_broker_url
 from gacflow.errors import ConfigError
 from gacflow.settings import Settings
+from gacflow.tls_files import check_tls_files
 from gacflow.topics import DEVICE_RE
 
 ENV_PREFIX = "GACFLOW_EDGE_"
@@ -187,44 +187,13 @@ def validate(cfg: EdgeConfig) -> EdgeConfig:
                           "digits, '_', '.', '-'")
     cfg.queue = cfg.queue or _default_queue()
     broker_address(cfg.broker)
-    for name in ("ca_file", "cert_file", "key_file"):
-        value = getattr(cfg, name)
-        if value:
-            readable_file(name, value)
+    check_tls_files(cfg.ca_file, cfg.cert_file, cfg.key_file, load=False, flags=True)
     if bool(cfg.cert_file) != bool(cfg.key_file):
         raise ConfigError("cert-file and key-file must be given together")
-    if cfg.ca_file or cfg.cert_file:
-        check_tls_files(cfg)
+    check_tls_files(cfg.ca_file, cfg.cert_file, cfg.key_file)
     if cfg.password and not cfg.username:
         raise ConfigError("password given without username")
     return cfg
-
-
-def readable_file(name: str, path: str) -> None:
-    """ConfigError naming the setting and the path of a file the agent must read."""
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{name}: {path}: no such file (--{name.replace('_', '-')})")
-    if not p.is_file():
-        raise ConfigError(f"{name}: {path}: not a file (--{name.replace('_', '-')})")
-    if not os.access(p, os.R_OK):
-        raise ConfigError(f"{name}: {path}: not readable (permission denied)")
-
-
-def check_tls_files(cfg: EdgeConfig) -> None:
-    """Load the PEM files now, so a bad one is named instead of 'TLS setup failed'."""
-    try:
-        ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(f"ca_file: {cfg.ca_file}: not a usable CA certificate "
-                          f"({getattr(exc, 'reason', None) or exc})") from exc
-    if cfg.cert_file:
-        try:
-            ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
-        except (ssl.SSLError, OSError) as exc:
-            raise ConfigError(f"cert_file/key_file: {cfg.cert_file}, {cfg.key_file}: not a "
-                              f"usable certificate and key "
-                              f"({getattr(exc, 'reason', None) or exc})") from exc
 
 
 def broker_address(url: str) -> tuple[str, int, bool]:
