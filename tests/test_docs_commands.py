@@ -5,7 +5,8 @@ and trailing comments dropped, `\\` continuations joined; in console blocks only
 lines). Each is one of:
 - run: cheap, self-contained `gacflow` / `gacflow-*` commands (encode, decode, info, --help,
   a re-export of the shipped bundle), in doc order in a temporary folder that holds a
-  `speech.wav` and links to the repository's `sdk/` and `examples/`, .venv/bin first on PATH;
+  `speech.wav` and links to the repository's `sdk/` and `examples/`, the running venv's bin
+  folder first on PATH (wherever GACFLOW_VENV put it);
 - checked: the other console-script and script commands go through their own argparse
   parser (parse_args is stopped right after parsing), so a flag that does not exist fails;
   `./run X` must name a subcommand of the run script;
@@ -225,7 +226,7 @@ def test_cheap_commands_run(tmp_path, speech):
     write_wav(tmp_path / "speech.wav", speech[: 16000 * 4])
     for name in ("sdk", "examples"):
         (tmp_path / name).symlink_to(ROOT / name)
-    env = dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
     ran = [c for c in COMMANDS if classify(c) == "run"]
     assert ran, "no runnable command found"
