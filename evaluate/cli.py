@@ -90,13 +90,22 @@ def run(args: argparse.Namespace) -> int:
 
     from .data import ClipFilter, load_clips
     from .metrics import make_metrics
-    from .report import markdown_table, notes, plot, summarise, write_records
+    from .report import (
+        load_subsets,
+        markdown_table,
+        notes,
+        plot,
+        subset_tables,
+        summarise,
+        write_records,
+    )
     from .runner import evaluate
 
     torch.set_num_threads(max(1, args.threads))
     metrics = make_metrics(_csv(args.metrics))
     keep = ClipFilter(args.min_seconds, args.min_speech)
     clips = load_clips(args.data, args.max_files, keep, args.skip_files)
+    load_subsets(args.data)  # a malformed subsets.json fails before the long run
     systems, system_notes = build_systems(args)
     for m in metrics:
         m.available()
@@ -116,7 +125,9 @@ def run(args: argparse.Namespace) -> int:
               f"codec `{codec_id}`. "
               "Bit/s: actual = bytes of the .gac / Codec 2 bit file / Ogg Opus file x 8 / "
               "seconds; metrics = mean over clips.")
-    doc = "\n".join([header, "", table, "", *(f"- {n}" for n in all_notes)]).rstrip() + "\n"
+    subsets = subset_tables(records, metrics, load_subsets(args.data))
+    doc = "\n".join([header, "", table, "", *(f"- {n}" for n in all_notes), "",
+                     *subsets]).rstrip() + "\n"
     (out / "quality.md").write_text(doc)
     write_records(records, out, metrics)
     plotted = plot(summaries, out / "quality.png", f"{args.data} — {len(clips)} clips — {codec_id}")

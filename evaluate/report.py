@@ -63,6 +63,38 @@ def markdown_table(summaries: list[Summary], metrics: list[Metric]) -> str:
     return "\n".join(lines)
 
 
+SUBSETS_FILE = "subsets.json"  # in an evaluation folder: {"male": ["folder", ...], ...}
+
+
+def load_subsets(data: str) -> dict[str, list[str]]:
+    """Named groups of an evaluation folder's sub-folders (e.g. male, narrowband), if any."""
+    path = Path(data) / SUBSETS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+        return {str(k): [str(f) for f in v] for k, v in raw.items()}
+    except (ValueError, AttributeError, TypeError) as exc:
+        from gacflow.errors import ConfigError
+
+        raise ConfigError(f"{path}: want {{\"subset\": [\"folder\", ...]}} ({exc})") from exc
+
+
+def subset_tables(records: list[Record], metrics: list[Metric],
+                  subsets: dict[str, list[str]]) -> list[str]:
+    """One markdown table per subset: the same systems over that subset's clips only."""
+    out = []
+    for name, folders in subsets.items():
+        prefixes = tuple(f.rstrip("/") + "/" for f in folders)
+        rs = [r for r in records if r.clip.startswith(prefixes)]
+        if not rs:
+            continue
+        clips = len({r.clip for r in rs})
+        out += [f"### {name}: {clips} clips ({', '.join(folders)})", "",
+                markdown_table(summarise(rs, metrics), metrics), ""]
+    return out
+
+
 def notes(summaries: list[Summary], metrics: list[Metric], records: list[Record]) -> list[str]:
     """Why a column is n/a, and which system failed on which clips."""
     out = [f"{m.column}: n/a — {m.error}" for m in metrics if m.error]

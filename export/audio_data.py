@@ -83,12 +83,15 @@ def utterance_mels(wav: np.ndarray) -> np.ndarray:
 
 
 def load_utterances(source: Path | None, split: str, seconds: float, seed: int) -> list[np.ndarray]:
-    """Utterances from a folder, or from the default corpus split when `source` is None."""
+    """Utterances from a folder of audio, a corpus folder's `split` (calibration: train,
+    validation: valid), or the default corpus's when `source` is None."""
     if source is None:
         if not (DEFAULT_CORPUS / f"{split}.npy").is_file():
             raise ConfigError(f"no {split} audio: pass a folder (default corpus "
                               f"{DEFAULT_CORPUS} is missing)")
         utts = corpus_utterances(DEFAULT_CORPUS, split)
+    elif (Path(source) / "corpus.json").is_file():  # a corpus folder: its own split
+        utts = corpus_utterances(Path(source), split)
     elif Path(source).is_dir():
         utts = folder_utterances(Path(source))
     else:

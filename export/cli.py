@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--formats", default=",".join(FORMATS),
                     help="comma-separated: onnx, tflite (default: both)")
     ap.add_argument("--calibration", type=Path, default=None,
-                    help="folder of speech files for INT8 calibration "
+                    help="folder of speech files (or a corpus folder: its train split) "
+                         "for INT8 calibration "
                          "(default: the training corpus data/corpus/train.npy)")
     ap.add_argument("--validation", type=Path, default=None,
                     help="folder of held-out speech for the report "

@@ -159,3 +159,25 @@ def test_wer_transcript_does_not_depend_on_the_clip_decoded_before(speech):
     for before in (0.3 * rng.standard_normal(3 * SAMPLE_RATE), 0.02 * speech[6 * SAMPLE_RATE:]):
         wer.transcribe(before.astype(np.float32))
         assert wer.transcribe(clip) == first
+
+
+def test_subsets_get_their_own_tables(tmp_path, speech, bundle_dir):
+    """A `subsets.json` in the data folder adds one table per named group of sub-folders."""
+    import torch
+
+    torch.set_num_threads(1)
+    for spk in ("m1", "f1"):
+        (tmp_path / "data" / spk).mkdir(parents=True)
+        write_wav(tmp_path / "data" / spk / "a.wav", speech[:3 * SAMPLE_RATE])
+    (tmp_path / "data" / "subsets.json").write_text(json.dumps({"male": ["m1"]}))
+    out = tmp_path / "out"
+    assert main(["--bundle", str(bundle_dir), "--data", str(tmp_path / "data"), "--out",
+                 str(out), "--anchors", "codec2-700C", "--metrics", "stoi", "--modes", "275",
+                 "--decoders", "small"]) == 0
+    md = (out / "quality.md").read_text()
+    assert "### male: 1 clips (m1)" in md
+    male = md.split("### male")[1]
+    assert "codec2-700C" in male and "gacflow-275 (small)" in male
+    (tmp_path / "data" / "subsets.json").write_text("[1, 2]")
+    assert main(["--bundle", str(bundle_dir), "--data", str(tmp_path / "data"),
+                 "--out", str(out)]) == 2

@@ -26,7 +26,35 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--no-recorded", action="store_true",
                    help="leave out the Asterisk voices: train on --extra folders only "
                         "(their last speaker is held out unless --valid-extra is given)")
+    c.add_argument("--voices", type=Path, nargs="*", default=[],
+                   help="staged voices (`gacflow-train voices`): every speaker of its "
+                        "speakers.json trains, except those held out below")
+    c.add_argument("--valid-speakers", nargs="*", default=[],
+                   help="with --voices: speakers held out as the validation split")
+    c.add_argument("--exclude-speakers", nargs="*", default=[],
+                   help="with --voices: speakers left out entirely (the report set)")
     c.add_argument("--seed", type=int, default=0)
+    vs = sub.add_parser("voices", help="stage every voice source (Asterisk, Tux Paint, the "
+                        "Queen, festvox) as WAV folders with a speaker manifest")
+    vs.add_argument("--out", default="data/voices")
+    vs.add_argument("--sources", nargs="*", default=None,
+                    help="subset of: asterisk asterisk8k tuxpaint queen festvox")
+    vs.add_argument("--cache", default=None, help="where .debs are fetched and unpacked "
+                                                  "(default OUT/.cache)")
+    vs.add_argument("--max-minutes", type=float, default=12.0,
+                    help="cap per speaker, so no voice outweighs the rest")
+    es = sub.add_parser("eval-set", help="a held-out folder for `gacflow eval` (whole "
+                        "speakers; male / female / narrowband / English subsets)")
+    es.add_argument("--out", required=True)
+    es.add_argument("--voices", type=Path, nargs="+", default=[Path("data/voices")],
+                    help="staged voice folders (gacflow-train voices)")
+    es.add_argument("--speakers", nargs="+", required=True,
+                    help="held-out speakers of the staged voices (never in the corpus)")
+    es.add_argument("--texts", type=Path, nargs="*", default=[],
+                    help="folders with .txt transcripts (e.g. gacflow-train synth): WER")
+    es.add_argument("--narrowband", type=Path, nargs="*", default=[],
+                    help="folders also written through G.711 at 8 kHz")
+    es.add_argument("--per-speaker", type=int, default=8, help="clips of 2-10 s per speaker")
     s = sub.add_parser("synth", help="synthetic English with text + phonemes "
                                      "(espeak-ng/Kokoro/festival)")
     s.add_argument("--engine", choices=ENGINES, default="espeak",
@@ -50,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--steps", type=int, default=None)
     t.add_argument("--max-minutes", type=float, default=None,
                    help="stop after this much wall time, lr schedule fitted to it (leases)")
+    t.add_argument("--chunk-minutes", type=float, default=None,
+                   help="stop after this much wall time and keep the lr schedule: rerun "
+                        "the same command to go on (background CPU training)")
     t.add_argument("--device", default=None, help="auto | cpu | cuda")
     p = sub.add_parser("pack", help="compact Opus copy of a corpus, to carry to a GPU machine "
                        "(training decodes it back on first use)")
@@ -87,6 +118,19 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--held-out", nargs="*", default=[],
                    help="audio the tables must not see, to report their rate on")
     e.add_argument("--smoothing", type=float, default=4.0)
+    lm = sub.add_parser("lm-fit", help="fit the bundle's token language model (adaptive "
+                                       "entropy coding, sdk/tokenlm.py; docs/bitstream.md)")
+    lm.add_argument("--bundle", required=True, help="bundle folder to update")
+    lm.add_argument("--data", nargs="+", required=True,
+                    help="the codec's training audio: asterisk:VOICE[,VOICE], folders of "
+                         "WAV/FLAC or corpus:SPLIT[@DIR]")
+    lm.add_argument("--held-out", nargs="*", default=[],
+                    help="unseen voices to report bits per frame on (vs the v1 tables)")
+    lm.add_argument("--smoothing", type=float, default=4.0)
+    lm.add_argument("--min-count", type=int, default=6,
+                    help="long contexts seen fewer times are not stored (table size)")
+    lm.add_argument("--tokens-cache", default=None,
+                    help="folder keeping each data set's tokens (per codec id) for reruns")
     r = sub.add_parser("recognizer", help="train the phoneme recogniser that the "
                                           "intelligibility loss runs on decoded audio")
     r.add_argument("--data", required=True,
@@ -110,11 +154,33 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "corpus":
             from .corpus import build, default_splits
 
-            m = build(Path(args.out), default_splits(args.extra, args.valid_extra,
-                                                   not args.no_recorded), args.seed)
+            if args.voices:
+                from .corpus import voice_splits
+
+                splits = voice_splits(args.voices, args.valid_speakers,
+                                      args.exclude_speakers, args.extra)
+            else:
+                splits = default_splits(args.extra, args.valid_extra, not args.no_recorded)
+            m = build(Path(args.out), splits, args.seed)
             for split, s in m["splits"].items():
                 print(f"{split}: {s['seconds']} s from {len(s['files'])} files, "
                       f"speakers {', '.join(s['speakers'])}")
+        elif args.cmd == "eval-set":
+            from .eval_set import build_eval_set
+
+            m = build_eval_set(Path(args.out), args.voices, args.speakers, args.texts,
+                               args.narrowband, args.per_speaker)
+            for name, folders in m["subsets"].items():
+                print(f"{name}: {', '.join(folders)}")
+        elif args.cmd == "voices":
+            from .sources.stage import stage
+
+            m = stage(Path(args.out), args.sources, args.cache and Path(args.cache),
+                      args.max_minutes)
+            spk = m["speakers"].values()
+            hours = sum(v["seconds"] for v in spk) / 3600
+            print(f"{args.out}: {len(spk)} speakers ({sum(v['sex'] == 'm' for v in spk)} male, "
+                  f"{sum(v['band'] == 'narrow' for v in spk)} narrowband), {hours:.1f} h")
         elif args.cmd == "synth":
             from .synth import build_synthetic, excluded_texts
 
@@ -130,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             from .loop import train
 
             cfg = TrainConfig.load(args.config, data=args.data, steps=args.steps,
-                                   max_minutes=args.max_minutes, device=args.device)
+                                   max_minutes=args.max_minutes, device=args.device,
+                                   chunk_minutes=args.chunk_minutes)
             print(train(cfg, Path(args.run)))
         elif args.cmd == "pack":
             from .compact import pack
@@ -159,6 +226,13 @@ def main(argv: list[str] | None = None) -> int:
 
             print_report(fit_entropy(Path(args.bundle), args.data, args.held_out,
                                      args.smoothing))
+        elif args.cmd == "lm-fit":
+            from .lm_fit import fit_lm
+            from .lm_fit import print_report as print_lm_report
+
+            print_lm_report(fit_lm(Path(args.bundle), args.data, args.held_out, args.smoothing,
+                                   args.min_count,
+                                   args.tokens_cache and Path(args.tokens_cache)))
         elif args.cmd == "recognizer":
             from .recognizer import fit_recognizer
 

@@ -22,6 +22,8 @@ class TrainConfig:
     lr: float = 6e-4
     warmup: int = 300
     augment: tuple[str, ...] = ("gain",)  # gain, speed, pitch, eq, noise, reverb (augment.py)
+    channel: float = 0.0  # chance a crop reaches the encoder through a device channel
+    #   (microphone, room, noise, clipping, link codec: channel.py); the target stays clean
     enh_drop: float = 0.5  # chance of training a crop as the 175 mode
     enh_levels: tuple[int, ...] = (4, 4)  # FSQ levels of the 275 mode's enhancement digits
     grown_lr_scale: float = 1.0  # lr multiplier for the layers new token digits enter
@@ -47,11 +49,17 @@ class TrainConfig:
     freeze_encoder: bool = False  # train a decoder for an existing encoder's tokens
     train_only: tuple[str, ...] = ()  # if set, only parameters with these name prefixes learn
     init_from: str = ""  # checkpoint file or bundle dir to start from (e.g. to grow a decoder)
+    init_only: tuple[str, ...] = ()  # if set, only these parameter-name prefixes come from
+    #   init_from (e.g. ["encoder."]: a wider decoder starts fresh on a trained encoder)
+    init_decoder_from: str = ""  # checkpoint or bundle whose decoder replaces init_from's
+    #   (e.g. a shipped adversarially trained decoder, fine-tuned to a new encoder's tokens)
     init_decoder: str = ""  # with a bundle dir: which decoder size (default: its default)
     voice: str = ""  # voice basis JSON (`gacflow-train voice-fit`); needs decoder.voice_dims
     voice_drop: float = 0.1  # share of crops decoded without a voice code
     device: str = "auto"  # auto | cpu | cuda
     max_minutes: float = 0.0  # stop (and checkpoint) after this much wall time; 0: steps only
+    chunk_minutes: float = 0.0  # stop after this much wall time *without* fitting the lr
+    #   schedule to it: the next run resumes (background CPU training in chunks)
     loader_workers: int = 0  # processes preparing augmented batches (GPU runs); 0: inline
     mel_weight: float = 1.0
     stft_weight: float = 1.0

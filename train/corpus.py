@@ -209,3 +209,32 @@ def default_splits(extra: list[Path] | None = None, valid_extra: list[Path] | No
         splits["valid"] = [s for s in splits["train"] if s.speaker == held]
         splits["train"] = [s for s in splits["train"] if s.speaker != held]
     return splits
+
+
+def voice_splits(roots: list[Path], valid: list[str], exclude: list[str],
+                 extra: list[Path] | None = None) -> dict[str, list[Source]]:
+    """Splits from staged voice folders (train/sources): whole speakers are held out.
+
+    `valid` speakers form the validation split (used for choices while training);
+    `exclude` speakers are left out entirely: the report set, scored once at the end.
+    """
+    from .sources import load_manifest
+
+    speakers = {sid: (Path(root), info) for root in roots
+                for sid, info in load_manifest(root)["speakers"].items()}
+    unknown = sorted((set(valid) | set(exclude)) - set(speakers))
+    if unknown:
+        raise ConfigError(f"no such speaker(s) {unknown} in the speakers.json of "
+                          f"{', '.join(map(str, roots))}")
+    if not valid:
+        raise ConfigError("name at least one validation speaker (--valid-speakers)")
+    splits: dict[str, list[Source]] = {"train": [], "valid": []}
+    for sid, (root, info) in sorted(speakers.items()):
+        if sid in exclude:
+            continue
+        files = sorted(p for p in (root / sid).glob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        split = "valid" if sid in valid else "train"
+        splits[split] += [Source(p, sid, info["licence"], _side_text(p, ".txt")) for p in files]
+    for folder in extra or []:
+        splits["train"] += folder_sources(folder)
+    return splits

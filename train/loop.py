@@ -21,6 +21,8 @@ from gacflow.voice import VoiceSpec
 
 from .augment import apply as apply_augment
 from .augment import raw_length
+from .channel import check_tools as check_channel_tools
+from .channel import through_channel
 from .compact import unpack_if_needed
 from .config import TrainConfig
 from .ctc import PhonemeHead, PhonemeSampler, ctc
@@ -38,8 +40,10 @@ class CropSampler:
     """Random fixed-length crops from an int16 shard, augmented as the config says."""
 
     def __init__(self, shard: Path, frames: int, seed: int,
-                 augment: tuple[str, ...] = ("gain",), speakers: tuple[str, ...] = ()) -> None:
+                 augment: tuple[str, ...] = ("gain",), speakers: tuple[str, ...] = (),
+                 channel: float = 0.0) -> None:
         self.audio = np.load(shard, mmap_mode="r")
+        self.channel = channel
         self.n = frames * FRAME_SAMPLES
         self.augment = augment
         self.raw = raw_length(augment, self.n)
@@ -60,6 +64,14 @@ class CropSampler:
         if augment:
             x = apply_augment(x, self.augment, self.rng, self.n)
         return torch.from_numpy(x.astype(np.float32))
+
+    def pair(self, size: int) -> torch.Tensor:
+        """[2, B, N]: the encoder's input (through a device channel) and the clean target."""
+        target = self.batch(size)
+        if self.channel <= 0:
+            return torch.stack([target, target])
+        heard = through_channel(target.numpy(), self.rng, self.channel)
+        return torch.stack([torch.from_numpy(heard), target])
 
 
 def speaker_spans(shard: Path, speakers: tuple[str, ...],
@@ -87,14 +99,14 @@ class CropStream(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         self.sampler.rng = np.random.default_rng([self.seed, info.id if info else 0])
         while True:
-            yield self.sampler.batch(self.size)
+            yield self.sampler.pair(self.size)
 
 
 def batches(sampler: CropSampler, cfg: TrainConfig, step: int):
     """Training batches: drawn in this process, or by `loader_workers` processes."""
     if cfg.loader_workers <= 0:
         while True:
-            yield sampler.batch(cfg.batch)
+            yield sampler.pair(cfg.batch)
     loader = torch.utils.data.DataLoader(
         CropStream(sampler, cfg.batch, cfg.seed + step), batch_size=None,
         num_workers=cfg.loader_workers, prefetch_factor=4, persistent_workers=True)
@@ -149,8 +161,10 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
     unpack_if_needed(data)
     if cfg.intel_data:
         unpack_if_needed(Path(cfg.intel_data))
+    if cfg.channel > 0:
+        check_channel_tools()
     sampler = CropSampler(data / "train.npy", cfg.segment_frames, cfg.seed, cfg.augment,
-                          tuple(cfg.speakers))
+                          tuple(cfg.speakers), cfg.channel)
     valid = CropSampler(data / "valid.npy", cfg.segment_frames, 1234).batch(16, augment=False)
     model = build_model(cfg)
     voice = voice_spec(cfg, model)
@@ -172,6 +186,12 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         origin = Path(cfg.init_from)
         start = load_checkpoint(origin) if origin.is_file() else None  # read once
         init = start["model"] if start else init_state(origin, cfg.init_decoder)
+        if cfg.init_only:
+            init = {k: v for k, v in init.items() if k.startswith(tuple(cfg.init_only))}
+        if cfg.init_decoder_from:
+            other = init_state(Path(cfg.init_decoder_from), cfg.init_decoder)
+            init = {**{k: v for k, v in init.items() if not k.startswith("decoder.")},
+                    **{k: v for k, v in other.items() if k.startswith("decoder.")}}
         fresh = load_grown(model, init)
         if fresh:
             print(f"grown from {cfg.init_from}: {len(fresh)} new tensors start as identity")
@@ -230,18 +250,18 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         elapsed = time.time() - t0
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg, elapsed) * g.get("lr_scale", 1.0)
-        wav = next(stream).to(device, non_blocking=True)
+        heard, wav = next(stream).to(device, non_blocking=True)  # input, clean target
         enh = torch.from_numpy((rng.random(cfg.batch) >= cfg.enh_drop).astype(np.float32))
         cond = None if voice is None else batch_voice(wav, voice, cfg.voice_drop, rng)
         with amp:
-            codes, latents = model.codes_and_latents(wav)
+            codes, latents = model.codes_and_latents(heard)
             out = model.decode(codes, enh.to(device), cond).float()
         l_mel = mel_l1(model.mel, out, wav)
         l_stft = multi_resolution_stft(out, wav)
         loss = cfg.mel_weight * l_mel + cfg.stft_weight * l_stft
         rec = {"step": step + 1, "mel": l_mel.item(), "stft": l_stft.item()}
         if quantizers and cfg.qat_consistency > 0:
-            l_cons = qat_consistency(model.encoder, model.mel(wav), latents, quantizers, amp)
+            l_cons = qat_consistency(model.encoder, model.mel(heard), latents, quantizers, amp)
             loss = loss + cfg.qat_consistency * l_cons
             rec["qat_consistency"] = l_cons.item()
         if cfg.margin_weight > 0:
@@ -285,7 +305,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         bar.set_postfix(mel=f"{l_mel.item():.3f}", stft=f"{l_stft.item():.3f}")
         elapsed = time.time() - t0
         rec.update(lr=lr_at(step, cfg, elapsed), elapsed=round(elapsed, 1))
-        last = step == cfg.steps or (cfg.max_minutes > 0 and elapsed >= 60 * cfg.max_minutes)
+        last = (step == cfg.steps or (cfg.max_minutes > 0 and elapsed >= 60 * cfg.max_minutes)
+                or (cfg.chunk_minutes > 0 and elapsed >= 60 * cfg.chunk_minutes))
         if step % cfg.valid_every == 0 or last:
             quantizers.eval()  # validate through the running ranges
             rec.update(validate(model, valid.to(device),

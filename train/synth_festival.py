@@ -23,9 +23,25 @@ from gacflow.spec import SAMPLE_RATE
 from .synth import RenderError
 
 PACKAGES = "festival festvox-us-slt-hts festvox-kallpc16k"
-VOICES = {  # our voice folder name -> (festival voice function, Debian package)
-    "slt": ("voice_cmu_us_slt_arctic_hts", "festvox-us-slt-hts"),
-    "kal": ("voice_kal_diphone", "festvox-kallpc16k"),
+SYNTH_VOICES = ("slt", "kal")  # `gacflow-train synth --engine festival` alternates these
+# These and every other Debian festvox voice that renders text offline (the corpus's voice sources,
+# train/sources/festvox.py): name -> (function, package, sex). English text goes through
+# each voice's own letter-to-sound rules, which is enough to carry its timbre. The Indic
+# `*-nsk` voices are left out: their front ends (hindi_phones.scm ...) are not in Debian.
+ALL_VOICES = {
+    "slt": ("voice_cmu_us_slt_arctic_hts", "festvox-us-slt-hts", "f"),
+    "kal": ("voice_kal_diphone", "festvox-kallpc16k", "m"),
+    "kdl": ("voice_ked_diphone", "festvox-kdlpc16k", "m"),
+    "fi_mv": ("voice_hy_fi_mv_diphone", "festvox-suopuhe-mv", "m"),
+    "fi_lj": ("voice_suo_fi_lj_diphone", "festvox-suopuhe-lj", "f"),
+    "ru_nsh": ("voice_msu_ru_nsh_clunits", "festvox-ru", "m"),
+    "ca_ona": ("voice_upc_ca_ona_hts", "festvox-ca-ona-hts", "f"),
+    "cs_dita": ("voice_czech_dita", "festvox-czech-dita", "f"),
+    "cs_krb": ("voice_czech_krb", "festvox-czech-krb", "m"),
+    "cs_machac": ("voice_czech_machac", "festvox-czech-machac", "m"),
+    "cs_ph": ("voice_czech_ph", "festvox-czech-ph", "m"),
+    "it_lp": ("voice_lp_diphone", "festvox-italp16k", "f"),
+    "it_pc": ("voice_pc_diphone", "festvox-itapc16k", "m"),
 }
 STRETCH = (0.85, 1.2)  # Duration_Stretch: > 1 is slower
 
@@ -49,13 +65,13 @@ class FestivalEngine:
         self.exe = text2wave()
 
     def plan(self, index: int, rng: random.Random) -> dict:
-        voice = ("slt", "kal")[index % 2]
+        voice = SYNTH_VOICES[index % len(SYNTH_VOICES)]
         return {"voice": voice, "stretch": round(rng.uniform(*STRETCH), 3)}
 
     def render(self, text: str, plan: dict) -> np.ndarray:
         import soundfile as sf
 
-        function, package = VOICES[plan["voice"]]
+        function, package = ALL_VOICES[plan["voice"]][:2]
         with tempfile.TemporaryDirectory() as tmp:
             src, dst = Path(tmp) / "in.txt", Path(tmp) / "out.wav"
             src.write_text(text + "\n")
