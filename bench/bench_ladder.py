@@ -94,9 +94,10 @@ def _plot(costs: dict, q: dict, anchors: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, len(PANELS), figsize=(13, 4))
-    names = list(costs)
+    names = sorted(costs, key=lambda n: costs[n]["gflop_per_s"])
     for ax, (key, label, lower_better) in zip(axes, PANELS, strict=True):
         for mode, marker in (("275", "o"), ("175", "^")):
             xs = [costs[n]["gflop_per_s"] for n in names]
@@ -109,6 +110,8 @@ def _plot(costs: dict, q: dict, anchors: dict, path: Path) -> None:
             if key in m:
                 ax.axhline(m[key], color=f"C{i}", linestyle="--", linewidth=1, label=s)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.set_xlabel("decoder GFLOP per second of audio")
         ax.set_ylabel(label + (" (lower is better)" if lower_better else ""))
         ax.grid(True, which="both", alpha=0.3)

@@ -5,7 +5,8 @@
     python bench/edge_bitrate.py --pauses              # two 2 s quiet pauses added (DTX)
 
 Why: the headline rate of the codec (tokens only) is not what a live stream costs; every
-packet adds an 11-byte header, the DTX bitmap and a few voice codes. This runs the real
+packet adds its header (~45 bits in the v2 bitstream, docs/bitstream.md), the DTX runs
+and a few voice codes. This runs the real
 `gacflow-edge` (INT8 ONNX, full speed) against a real mosquitto on a free loopback port
 and reads the agent's own `--stats-json`, so the table is what a user's status line says.
 """
@@ -30,13 +31,15 @@ from broker import Mosquitto  # noqa: E402
 SAMPLE = next(iter(sorted((ROOT / "sdk" / "samples").glob("*.wav"))))
 
 
-def run_agent(url: str, wav: Path, batch: float, dtx: bool, work: Path) -> dict:
-    """One agent session on `wav`; returns its final --stats-json."""
-    tag = f"{batch:g}-{'dtx' if dtx else 'nodtx'}"
+def run_agent(url: str, wav: Path, batch: float, dtx: bool, work: Path,
+              extra: list[str] | None = None) -> dict:
+    """One agent session on `wav` (plus `extra` flags); returns its final --stats-json."""
+    tag = f"{batch:g}-{'dtx' if dtx else 'nodtx'}-{wav.stem}-{len(extra or [])}"
     stats = work / f"{tag}.json"
     cmd = [sys.executable, "-m", "gacflow.edge.cli", "--broker", url, "--device-id", f"b{tag}",
            "--input", str(wav), "--batch-seconds", str(batch), "--dtx" if dtx else "--no-dtx",
-           "--queue", str(work / f"{tag}.db"), "--stats-json", str(stats), "--log-level", "warning"]
+           "--queue", str(work / f"{tag}.db"), "--stats-json", str(stats), "--log-level", "warning",
+           *(extra or [])]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, timeout=300)
     return json.loads(stats.read_text())

@@ -2,6 +2,7 @@
 
     gacflow-cloud --broker mqtt://HOST:PORT --out DIR [--partition I/N] [--metrics-port 9108]
     gacflow-cloud redecode --archive DB --out DIR [--bundle B --decoder NAME]
+    gacflow-cloud provision DEVICE | revoke DEVICE | list   (the fleet: cloud/provision.py)
 """
 
 from __future__ import annotations
@@ -94,8 +95,9 @@ def serve(cfg: CloudConfig) -> int:
     require("torch", "cloud", "the receiver (torch decoder)")
     require("paho.mqtt", "cloud", "the receiver (MQTT)")
 
+    from .console import serve_with_console
     from .metrics import Metrics
-    from .metrics import serve as serve_metrics
+    from .quota import QuotaPolicy
     from .receiver import Receiver
     from .streams import StreamPolicy
     from .subscriber import Subscriber
@@ -105,16 +107,20 @@ def serve(cfg: CloudConfig) -> int:
     out.mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
     policy = StreamPolicy(reorder_timeout=cfg.reorder_timeout, idle_timeout=cfg.idle_timeout)
+    quota = QuotaPolicy(cfg.max_packet_bytes, cfg.quota_packets_per_s, cfg.quota_burst,
+                        cfg.max_sessions_per_device)
     rx = Receiver(codec, out, cfg.archive or out / "archive.sqlite", policy, metrics,
-                  partition=partition)
+                  partition=partition, quota=quota)
     rx.recover()
     server = None
     if cfg.metrics_port is not None:
         try:
-            server = serve_metrics(metrics, cfg.metrics_port, cfg.metrics_host)
+            server = serve_with_console(rx, cfg.metrics_port, cfg.metrics_host, cfg.bundle,
+                                        cfg.decoder)
         except OSError as exc:  # taken since preflight
             raise ConfigError(config.port_error(cfg.metrics_host, cfg.metrics_port, exc)) from exc
-        log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, server.server_address[1])
+        log.info("metrics on http://%s:%d/metrics, console on /console", cfg.metrics_host,
+                 server.server_address[1])
     client_id = cfg.client_id or default_client_id(cfg.out, cfg.group, partition)
     sub = Subscriber(url, client_id, group=cfg.group, username=cfg.username,
                      password=cfg.password, ca_file=cfg.ca_file, cert_file=cfg.cert_file,
@@ -125,6 +131,11 @@ def serve(cfg: CloudConfig) -> int:
         signal.signal(sig, lambda *_: stop.set())
     log.info("codec %s on %s; writing to %s%s", codec.codec_id, codec.device, out,
              f"; partition {partition} (client id {client_id})" if partition else "")
+    if not url.tls:  # loopback is allowed (and said); elsewhere only by allow_plaintext
+        loop = config.is_loopback(url.host)
+        log.log(logging.INFO if loop else logging.WARNING, "plaintext MQTT (no TLS) to %s:%d%s",
+                url.host, url.port, ": loopback only, nothing leaves this host; devices must "
+                "use mqtts://" if loop else ", allowed by allow_plaintext")
     sub.start()
     try:
         rx.run(sub, stop)
@@ -199,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["redecode"]:
         return run_guarded(f"{PROG} redecode", lambda: redecode(argv[1:]))
+    if argv[:1] and argv[0] in ("provision", "revoke", "list"):
+        from . import provision
+
+        return run_guarded(f"{PROG} {argv[0]}", lambda: provision.main(argv[0], argv[1:]))
     args = build_parser().parse_args(argv)
     return run_guarded(PROG, lambda: serve(config.resolve(args)))
 

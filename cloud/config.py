@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gacflow.broker_url import BrokerURL, parse_broker_url
+from gacflow.broker_url import BrokerURL, is_loopback, parse_broker_url
 from gacflow.errors import ConfigError
 from gacflow.settings import Settings
 from gacflow.tls_files import check_tls_files
@@ -51,6 +51,11 @@ class CloudConfig:
     metrics_host: str = "127.0.0.1"
     reorder_timeout: float = 1.0
     idle_timeout: float = 30.0
+    max_packet_bytes: int = 4096
+    quota_packets_per_s: float = 50.0
+    quota_burst: int = 20_000
+    max_sessions_per_device: int = 8
+    allow_plaintext: bool = False
     log_level: str = "info"
 
     @property
@@ -84,6 +89,12 @@ HELP: dict[str, str] = {
     "metrics_host": "address for the metrics endpoint",
     "reorder_timeout": "s a missing packet may be late before it is a gap",
     "idle_timeout": "s without packets before a session ends",
+    "max_packet_bytes": "packets larger than this are dropped unparsed (counted per device)",
+    "quota_packets_per_s": "sustained packets/s a device may send; beyond its burst the rest "
+                           "is dropped and counted (0: no limit)",
+    "quota_burst": "packets a device may send at once above its rate (an agent's backlog)",
+    "max_sessions_per_device": "live sessions a device may hold; packets of more are dropped",
+    "allow_plaintext": "allow mqtt:// (no TLS) to a broker that is not on this host",
     "log_level": "debug, info, warning or error",
 }
 
@@ -115,6 +126,11 @@ def validate(cfg: CloudConfig) -> CloudConfig:
     spec = cfg.partition_spec
     if cfg.metrics_port is not None and not 0 <= cfg.metrics_port <= 65535:
         raise ConfigError(f"metrics_port must be between 0 and 65535, got {cfg.metrics_port}")
+    for key in ("max_packet_bytes", "quota_burst", "max_sessions_per_device"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key} must be at least 1, got {getattr(cfg, key)}")
+    if cfg.quota_packets_per_s < 0:
+        raise ConfigError(f"quota_packets_per_s must be >= 0, got {cfg.quota_packets_per_s}")
     if spec is not None and cfg.group:
         raise ConfigError("partition and group exclude each other: --group shares one "
                           "subscription among workers (needs a sticky/hash broker), "
@@ -149,6 +165,10 @@ def preflight(cfg: CloudConfig) -> BrokerURL:
     """Everything checkable before start-up writes anything: the broker URL, every file
     and folder the settings name, the metrics port. Returns the parsed broker URL."""
     url = parse_broker(cfg.broker)
+    if not url.tls and not is_loopback(url.host) and not cfg.allow_plaintext:
+        raise ConfigError(f"broker {cfg.broker}: plaintext MQTT to another host would carry "
+                          "every device's speech and the receiver's credentials in clear; use "
+                          "mqtts:// (or allow_plaintext = true on a network you trust)")
     check_tls_files(cfg.ca_file, cfg.cert_file, cfg.key_file, load=url.tls)
     if cfg.bundle and not Path(cfg.bundle).is_dir():
         raise ConfigError(f"bundle: {cfg.bundle}: no such folder")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PER_DEVICE = {
@@ -20,6 +21,7 @@ PER_DEVICE = {
     "lost_frames": "token frames lost and concealed",
     "bad_packets": "malformed or implausible packets refused",
     "codec_mismatch": "packets refused because the device runs another codec",
+    "quota_dropped": "packets dropped unparsed: over the device's size, rate or session quota",
     "sessions": "sessions finished",
 }
 
@@ -34,6 +36,7 @@ class Metrics:
             "devices": 0, "live_sessions": 0, "queue_depth": 0, "decode_latency_seconds": 0,
             "decode_rtf": 0, "decoded_audio_seconds_total": 0, "decode_batches_total": 0,
             "connected": 0, "packets_other_partition_total": 0,
+            "archive_write_errors_total": 0, "archive_pending_rows": 0,
         }
         self.info: dict[str, str] = {"mqtt_protocol": ""}  # text facts for /health
 
@@ -81,8 +84,12 @@ class Metrics:
         return (200 if ok else 503), body
 
 
-def serve(metrics: Metrics, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    """Serve /metrics and /health on a daemon thread; returns the server (for .shutdown())."""
+def serve(metrics: Metrics, port: int, host: str = "127.0.0.1",
+          routes: Callable[[str], tuple[int, bytes, str] | None] | None = None,
+          ) -> ThreadingHTTPServer:
+    """Serve /metrics and /health on a daemon thread; returns the server (for .shutdown()).
+    `routes(path)` answers other paths ((status, body, content type), or None: 404) on the
+    same server and behind the same checks: the operator's console (cloud/console/)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
@@ -91,6 +98,8 @@ def serve(metrics: Metrics, port: int, host: str = "127.0.0.1") -> ThreadingHTTP
             elif self.path.startswith("/health"):
                 code, obj = metrics.health()
                 body, ctype = json.dumps(obj).encode(), "application/json"
+            elif routes is not None and (extra := routes(self.path)) is not None:
+                code, body, ctype = extra
             else:
                 code, body, ctype = 404, b"not found\n", "text/plain"
             self.send_response(code)

@@ -3,8 +3,9 @@
 One thread does all the work in steps: take what the subscriber queued, route each
 message (status or packet) to its session, commit the archive, acknowledge the
 messages, advance the jitter buffers, decode every settled window of every stream in
-one batch, and hand the audio to the WAV sink. Bad input is counted and logged once
-per device and kind; nothing a device sends can end the loop.
+one batch, and hand the audio to the WAV sink. Bad input is counted per device and
+logged at most once a minute per device and kind; packets over a device's quota
+(cloud/quota.py) are dropped before parsing; nothing a device sends can end the loop.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from gacflow.errors import BitstreamError, GacflowError
 from .decoder_service import DecoderService
 from .metrics import Metrics
 from .partition import Partition
-from .sinks import Archive, WavSink
-from .streams import Session, StreamPolicy, StreamTable
+from .quota import DeviceQuota, LogLimiter, QuotaPolicy
+from .sinks import Archive, ArchiveWriteError, WavSink
+from .streams import Session, StreamPolicy, StreamTable, stream_key
 from .subscriber import Message, Subscriber
 
 log = logging.getLogger("gacflow.cloud")
@@ -49,7 +51,8 @@ class Receiver:
     def __init__(self, codec, out: str | Path, archive: str | Path | None = None,
                  policy: StreamPolicy | None = None, metrics: Metrics | None = None,
                  decoder: DecoderService | None = None,
-                 partition: Partition | None = None) -> None:
+                 partition: Partition | None = None,
+                 quota: QuotaPolicy | None = None) -> None:
         self.codec = codec
         self.partition = partition
         self.table = StreamTable(codec.layout, policy, codec.voice)
@@ -60,7 +63,10 @@ class Receiver:
         self.status: dict[str, dict] = {}
         self.nonces: dict[str, str | None] = {}  # device -> stream nonce of its last birth
         self.devices: set[str] = set()
-        self.warned: set[tuple[str, str]] = set()
+        self.quota = DeviceQuota(quota)
+        self.limiter = LogLimiter(self.quota.policy.log_interval)
+        self.open_sessions: dict[str, int] = {}  # device -> live sessions (quota)
+        self.unacked: list[Message] = []  # handled, but the archive could not commit them
         self.finished: list[tuple[Session, Path]] = []
         self.on_finished: Callable[[Session, Path], None] | None = None
 
@@ -78,9 +84,19 @@ class Receiver:
             return
         self.devices.add(device)
         if kind == "status":
-            self._status(device, msg.payload)
+            if not self._status_over_quota(device, msg.payload):
+                self._status(device, msg.payload)
         elif kind == "tokens":
             self._packet(device, msg.payload, msg.arrival)
+
+    def _status_over_quota(self, device: str, payload: bytes) -> bool:
+        """Status messages share the device's size and rate quota (and its log lines)."""
+        over = self.quota.check(device, len(payload), time.time())
+        if over:
+            self.metrics.inc("quota_dropped", device)
+            self._warn(device, "quota", f"device {device}: status message over its {over} "
+                       "quota; dropped")
+        return over is not None
 
     def _status(self, device: str, payload: bytes) -> None:
         st = topics.parse_status(payload)
@@ -111,6 +127,12 @@ class Receiver:
         m = self.metrics
         m.inc("packets", device)
         m.inc("bytes", device, len(payload))
+        over = self.quota.check(device, len(payload), arrival)
+        if over:  # dropped before any parsing; not archived (a flood costs no disk)
+            m.inc("quota_dropped", device)
+            self._warn(device, "quota", f"device {device}: over its {over} quota "
+                       f"({len(payload)} B packet); dropped")
+            return
         codec_id = status_codec(self.status.get(device, {}))
         if codec_id and codec_id != self.codec.codec_id:
             m.inc("codec_mismatch", device)
@@ -120,21 +142,29 @@ class Receiver:
             return
         try:
             p = decode_packet(payload, self.codec.entropy)
+            if self._too_many_sessions(device, p.stream_id):
+                m.inc("quota_dropped", device)
+                self._warn(device, "sessions", f"device {device}: more than "
+                           f"{self.quota.policy.max_sessions} live sessions; packets of "
+                           "new ones dropped")
+                return
             s, placed = self.table.route(device, p, arrival, self.nonces.get(device))
         except BitstreamError as exc:
             m.inc("bad_packets", device)
             self._warn(device, "bad", f"device {device}: bad packet refused ({exc}); "
-                       "further bad packets from it are only counted")
+                       "further ones are counted, logged at most once a minute")
             self._archive(device, arrival, payload, None, str(exc)[:200])
             return
-        if s.packets == 1 and placed.outcome == "new" and self.archive:
-            self.archive.open_session(s, codec_id or self.codec.codec_id)
+        if s.packets == 1 and placed.outcome == "new":
+            self.open_sessions[device] = self.open_sessions.get(device, 0) + 1
+            if self.archive:
+                self.archive.open_session(s, codec_id or self.codec.codec_id)
         if placed.outcome == "refused":
             m.inc("refused_packets", device)
             self._warn(device, "refused", f"device {device}: stream {p.stream_id} packet "
                        f"{p.seq} differs from the one received there before: two streams "
                        "share one identity (no new stream nonce?); refused, further ones "
-                       "only counted")
+                       "counted, logged at most once a minute")
             self._archive(device, arrival, payload, None, "stream identity conflict")
             return
         if placed.outcome != "new":
@@ -145,10 +175,19 @@ class Receiver:
         if self.archive:
             self.archive.add_packet(device, arrival, payload, session, error)
 
+    def _too_many_sessions(self, device: str, stream_id: int) -> bool:
+        """A packet that would open one more live session than the device may hold."""
+        if self.open_sessions.get(device, 0) < self.quota.policy.max_sessions:
+            return False
+        keys = (stream_key(device, stream_id, self.nonces.get(device)),
+                stream_key(device, stream_id))
+        return not any(k in self.table.sessions or k in self.table.recent for k in keys)
+
     def _warn(self, device: str, kind: str, text: str) -> None:
-        if (device, kind) not in self.warned:
-            self.warned.add((device, kind))
-            log.warning(text)
+        """Rate-limited: one line per device and kind per `log_interval`."""
+        ok, held = self.limiter.allow((device, kind), time.monotonic())
+        if ok:
+            log.warning("%s%s", text, f" ({held} similar line(s) suppressed)" if held else "")
 
     # -- decoding -------------------------------------------------------------------
     def tick(self, now: float, final: bool = False) -> list[Session]:
@@ -177,9 +216,10 @@ class Receiver:
         path = self.wavs.close(s)
         m = self.metrics
         m.inc("sessions", s.device)
+        self.open_sessions[s.device] = max(0, self.open_sessions.get(s.device, 0) - 1)
         if self.archive:
             self.archive.close_session(s, str(path))
-            self.archive.commit()
+            self._commit()
         log.info("session %s/%s done: %.1f s, %d packets, %d gaps (%d frames lost), %s",
                  s.device, s.name, s.frames / 25, s.packets, s.gaps, s.lost_frames, path)
         self.finished.append((s, path))
@@ -217,6 +257,7 @@ class Receiver:
             if s is not None:
                 s.started = started
                 self.devices.add(device)
+                self.open_sessions[device] = self.open_sessions.get(device, 0) + 1
                 n += 1
         if n:
             log.info("resumed %d live session(s) from the archive", n)
@@ -240,15 +281,36 @@ class Receiver:
             except Exception:  # a bug, but a device's message must not end the service
                 log.exception("internal error on a message from %s (please report)",
                               msg.topic)
-        if self.archive and msgs:
-            self.archive.commit()
+        handled = len(msgs)
+        if self.archive and (msgs or self.archive.pending):
+            if self._commit():
+                msgs, self.unacked = self.unacked + msgs, []
+            else:  # not on disk: not acknowledged, so the broker keeps them
+                self.unacked += msgs
+                msgs = []
         for msg in msgs:
             sub.ack(msg)
         self.metrics.set("queue_depth", sub.inbox.qsize())
         self.metrics.set("connected", int(sub.connected))
         self.metrics.set_info("mqtt_protocol", sub.protocol)
         self.tick(time.time())
-        return len(msgs)
+        return handled
+
+    def _commit(self) -> bool:
+        """Commit the archive; on a write error (disk full) count it, say it, keep the rows."""
+        failing = bool(self.metrics.gauges["archive_pending_rows"])
+        try:
+            self.archive.commit()
+        except ArchiveWriteError as exc:
+            self.metrics.add("archive_write_errors_total")
+            self.metrics.set("archive_pending_rows", len(self.archive.pending))
+            self._warn("?", "archive", f"{exc}: their messages are not acknowledged (the "
+                       "broker keeps them); retrying")
+            return False
+        if failing:
+            log.info("archive %s writable again: pending rows written", self.archive.path)
+            self.metrics.set("archive_pending_rows", 0)
+        return True
 
     def run(self, sub: Subscriber, stop: threading.Event) -> None:
         while not stop.is_set():

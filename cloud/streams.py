@@ -54,6 +54,9 @@ class StreamPolicy:
     conceal_frames: int = 3  # losses up to this many frames are interpolated
     max_jump_frames: int = 60 * FRAME_RATE  # a packet further ahead than this is refused
     max_lead_frames: int = 60 * FRAME_RATE  # a stream joined later than this starts there
+    # a session's frames are held in memory: a hostile device could otherwise jump ahead
+    # 60 s per packet up to the 24-bit frame index (~0.3 GB per session); 12 h is ~26 MB
+    max_session_frames: int = 12 * 3600 * FRAME_RATE
 
 
 @dataclass
@@ -129,6 +132,9 @@ class Session:
                 f"frame index {p.first_frame} jumps more than "
                 f"{self.policy.max_jump_frames} frames ahead of stream {p.stream_id}"
             )
+        if start + n > self.policy.max_session_frames:
+            raise BitstreamError(f"packet goes past {self.policy.max_session_frames} frames, "
+                                 "the longest session this receiver holds")
         if self.final_length is not None and start + n > self.final_length:
             raise BitstreamError("packet extends past the stream's end-of-stream packet")
         if p.eos:

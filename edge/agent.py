@@ -28,7 +28,7 @@ from .config import EdgeConfig
 from .disk_queue import DiskQueue
 from .encoder import open_encoder
 from .observe import AgentStats, write_json_atomic
-from .packetizer import Packetizer
+from .packetizer import Packetizer, RateControl
 from .publisher import MqttPublisher
 from .sources import Source, open_source
 from .vad import DtxGate, FrameVad, make_vad
@@ -63,10 +63,14 @@ class EdgeAgent:
         self.queue = DiskQueue(cfg.queue, cfg.queue_max_packets)
         self.stream_id = self.queue.new_stream_id()
         self.packetizer = Packetizer(self.stream_id, self.mode, cfg.batch_seconds,
-                                     self.encoder.voice_code)
+                                     self.encoder.voice_code, hold_frames=1)
+        # --max-bitrate: packets drop from 275 to 175 while the stream is over budget
+        self.rate = (RateControl(cfg.max_bitrate, bundle.layout, self.entropy)
+                     if cfg.max_bitrate and self.mode.name == "275" else None)
         self.stats = AgentStats(device_id=cfg.device_id, stream_id=self.stream_id,
                                 backend=self.backend, vad=self.vad.name if self.vad else "off",
                                 mode=self.mode.name, batch_seconds=cfg.batch_seconds)
+        self.stats.max_bitrate = cfg.max_bitrate if self.rate is not None else 0.0
         birth = dict(codec_id=bundle.codec_id, mode=self.mode.name,
                      batch_seconds=cfg.batch_seconds, frame_rate=FRAME_RATE, dtx=cfg.dtx,
                      entropy_tables=(f"{self.entropy.tag:02x}" if self.entropy else None),
@@ -92,7 +96,11 @@ class EdgeAgent:
 
     def _enqueue(self, packets: list[Packet]) -> None:
         for p in packets:
-            data = encode_packet(p, self.entropy)
+            if self.rate is not None:
+                data, p = self.rate.encode(p)
+                self.stats.packets_175 = self.rate.low_packets
+            else:
+                data = encode_packet(p, self.entropy)
             dropped = self.queue.put(data)
             if dropped:
                 log.warning("event=queue_full dropped=%d cap=%d", dropped, self.queue.max_packets)
@@ -142,6 +150,7 @@ class EdgeAgent:
         s, ps = self.stats, self.publisher.stats
         s.queue_depth = len(self.queue)
         s.queue_dropped = self.queue.dropped
+        s.queue_write_errors = self.queue.write_errors
         s.published, s.acked, s.rejected = ps.published, ps.acked, ps.rejected
         s.connects, s.disconnects = ps.connects, ps.disconnects
         s.connect_failures, s.protocol = ps.connect_failures, ps.protocol

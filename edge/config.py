@@ -49,6 +49,7 @@ class EdgeConfig:
     threads: int = 1
     mode: str = "275"
     batch_seconds: float = 1.0
+    max_bitrate: float = 0.0
     block_ms: int = 20
     realtime: bool = False
     pace: float = 0.0
@@ -102,6 +103,8 @@ HELP: dict[str, str] = {
     "threads": "encoder threads (1 keeps other cores free)",
     "mode": "operating point: 275 or 175 bit/s of tokens",
     "batch_seconds": "seconds of audio per packet (0.2-10): latency vs header overhead",
+    "max_bitrate": "hold the stream's payload to this many bit/s on average (0 = off): "
+                   "packets drop from the 275 to the 175 mode while over budget",
     "block_ms": "audio read block in ms (10-40); bounds capture latency",
     "realtime": "read a file at real-time speed, as if it were a microphone",
     "pace": "read a file at this multiple of real time (overrides --realtime; 0 = max speed)",
@@ -170,6 +173,8 @@ def _range(name: str, value: float, lo: float, hi: float) -> None:
 def validate(cfg: EdgeConfig) -> EdgeConfig:
     SETTINGS.check_choices(cfg)
     _range("batch_seconds", cfg.batch_seconds, 0.2, 10.0)
+    if cfg.max_bitrate:
+        _range("max_bitrate", cfg.max_bitrate, 50.0, 100_000.0)
     _range("block_ms", cfg.block_ms, 10, 40)
     _range("threads", cfg.threads, 1, 64)
     _range("pace", cfg.pace, 0.0, 1000.0)

@@ -72,6 +72,8 @@ class AgentStats:
     vad: str = ""
     mode: str = ""
     batch_seconds: float = 0.0
+    max_bitrate: float = 0.0  # --max-bitrate target (0: off); `bitrate` is what it achieved
+    packets_175: int = 0  # packets rate control sent in the 175 mode
     started: float = field(default_factory=time.time)
     audio_seconds: float = 0.0
     frames: int = 0
@@ -83,6 +85,7 @@ class AgentStats:
     vad_seconds: float = 0.0
     queue_depth: int = 0
     queue_dropped: int = 0
+    queue_write_errors: int = 0  # inserts a full disk refused (packets held in memory)
     published: int = 0
     acked: int = 0
     rejected: int = 0

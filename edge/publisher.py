@@ -40,6 +40,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from gacflow.broker_url import is_loopback
 from gacflow.errors import ConfigError
 from gacflow.mqtt_version import MQTT_V5, ProtocolChoice
 from gacflow.topics import status_message, topic
@@ -133,6 +134,10 @@ class MqttPublisher:
         self.client.loop_start()
 
     def start(self) -> None:
+        if not self.tls and not is_loopback(self.host):
+            log.warning("event=plaintext broker=%s (no TLS: tokens and credentials cross the "
+                        "network in clear; use mqtts:// and a provisioned identity)",
+                        self.cfg.broker)
         self._connect()
         self._pump = threading.Thread(target=self._run_pump, name="mqtt-pump", daemon=True)
         self._pump.start()

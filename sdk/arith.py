@@ -5,8 +5,13 @@ produce and read exactly the same bits. Symbols are coded against cumulative cou
 sum to `total` (at most 2**16 here, far below the 2**30 the 32-bit state allows), and
 every symbol must have a count of at least 1.
 
-The stream ends with the two bits that pin the final interval; the decoder reads zeros
-past the end, so trailing zero bytes are dropped from the output.
+The stream ends with the two bits that pin the final interval: after them the decoder
+may read anything (zeros past the end, or the next packet's bytes) and still decodes the
+same symbols, because every continuation of those bits lies inside the final interval.
+The decoder mirrors the encoder's renormalisations, so once it has read the last symbol
+it knows exactly how many bits the encoder wrote (`ArithmeticDecoder.end`): a v2 packet
+needs no length field for its code (docs/bitstream.md). The v1 packet's byte form
+(`finish`) drops trailing zero bytes instead and carries the length.
 """
 
 from __future__ import annotations
@@ -56,21 +61,36 @@ class ArithmeticEncoder:
         self._bits.extend([1 - bit] * self._pending)
         self._pending = 0
 
-    def finish(self) -> bytes:
+    def finish_bits(self) -> list[int]:
+        """End the code: two bits (plus pending ones) pin the final interval."""
         self._pending += 1
         self._emit(0 if self._low < _QUARTER else 1)
-        return np.packbits(np.asarray(self._bits, np.uint8)).tobytes().rstrip(b"\0")
+        return self._bits
+
+    def finish(self) -> bytes:
+        """Byte form (v1 packets): trailing zero bytes dropped, the decoder reads zeros."""
+        return np.packbits(np.asarray(self.finish_bits(), np.uint8)).tobytes().rstrip(b"\0")
 
 
 class ArithmeticDecoder:
     """Read back what `ArithmeticEncoder` wrote, given the same tables in the same order."""
 
-    def __init__(self, data: bytes) -> None:
-        self._bits = np.unpackbits(np.frombuffer(data, np.uint8))
-        self._pos = 0
+    def __init__(self, data: bytes | list[int], start: int = 0) -> None:
+        """`data`: bytes, or a list of bits (0/1) read from bit `start` on."""
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            data = np.unpackbits(np.frombuffer(bytes(data), np.uint8)).tolist()
+        self._bits = data
+        self._start = start
+        self._pos = start
         self._low, self._high, self._value = 0, _FULL, 0
         for _ in range(_BITS):
             self._value = (self._value << 1) | self._next_bit()
+
+    @property
+    def end(self) -> int:
+        """Bit position just past what the encoder wrote for the symbols decoded so far
+        (once the last one is decoded: the end of the code)."""
+        return self._pos - _BITS + 2
 
     def _next_bit(self) -> int:
         pos = self._pos

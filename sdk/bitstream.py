@@ -1,43 +1,52 @@
-"""Packets: a compact header plus bit-packed tokens; the unit sent over MQTT and stored in .gac.
+"""Packets: a compact header plus coded tokens; the unit sent over MQTT and stored in .gac.
 
-Layout (big-endian, 11 bytes of header):
+Version 2 (written since issue 23; docs/bitstream.md has the byte-by-byte budget):
 
-    byte 0      version:3 | mode:2 | eos:1 | dtx:1 | voice:1
-    byte 1      token width - 1:4 | coded:1 | reserved:3
-    byte 2      stream id (0-255; a device starts a new stream per session)
-    bytes 3-4   sequence number (wraps at 2**16)
-    bytes 5-7   index of the first frame in the stream (wraps at 2**24, ~186 h at 25 Hz)
-    bytes 8-9   frame count
-    byte 10     check byte: low 8 bits of CRC-32 over the rest of the packet
-    [voice only] code length in bytes (1-32), then the packed voice code (sdk/voice.py):
-                the stream's speaker summary, sent in a few packets per stream, not all
-    [dtx only]  activity bitmap, one bit per frame (1 = speech, token follows)
-    tokens      active frames x width bits, MSB first, zero-padded to a byte; or, when
-                coded: the entropy model's tag (1 byte), the code's length in bytes
-                (LEB128 varint), then the arithmetic code of the frames (sdk/entropy.py)
+    byte 0      version:3 (= 2) | mode:1 | eos:1 | dtx:1 | voice:1 | coded:1
+    byte 1      check byte: low 8 bits of CRC-32 over the entropy model's tag (coded
+                packets only: other tables fail the check) and every other byte
+    then bits, MSB first, no alignment between fields ("g(x)": exp-Golomb, 2*log2(x+1)+1
+    bits: 0 costs 1 bit, 25 costs 9; "g4(x)": order 4, g(x >> 4) then 4 bits: 25 costs 7):
+                stream id:8 | g4(frame count) | g(sequence number) |
+                g(zigzag(first frame - sequence number x frame count)), the difference
+                taken modulo 2**24 into -2**23..2**23-1 and zigzagged (0, -1, 1, -2 ->
+                0, 1, 2, 3): 1 bit when every packet before had this one's length |
+                width flag:1 (0: the mode's width, 10 or 6 bits; 1: width - 1:4 follows)
+    [voice]     g(zigzag(code bytes - 8)): 1 bit for the shipped 8-byte code, then the
+                packed voice code (sdk/voice.py)
+    [dtx]       activity: first frame active:1, g(runs - 1), g(run - 1) for every run but
+                the last (1 = speech, token follows)
+    tokens      active frames x width bits; or, when coded, the arithmetic code of the
+                active frames (sdk/entropy.py / sdk/tokenlm.py), which ends itself
+    padding     zero bits to a whole byte
 
-A packet's length follows from its header, so packets can be concatenated (as in .gac)
-and a truncated, oversized or altered packet is detected, not misread. A packet is sent
-coded only when that is shorter; reading a coded one needs the sender's entropy model.
+A packet's length follows from its content (the arithmetic decoder knows where the code
+ends), so packets can be concatenated (as in .gac and packet logs) and a truncated,
+oversized or altered packet is detected, not misread. A packet is sent coded only when
+that is shorter. Version 1 packets (11-byte header, sdk/bitstream_v1.py) still decode.
 """
 
 from __future__ import annotations
 
-import struct
 import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .entropy import EntropyModel
+from .bitio import BitReader, BitWriter
 from .errors import BitstreamError
-from .spec import MODE_IDS, MODE_NAMES, SILENT
+from .spec import MODE_IDS, MODE_NAMES, SILENT, TokenLayout
 
-VERSION = 1
-HEADER_BYTES = 11
+VERSION = 2
+READS = (1, 2)  # packet versions this build decodes
+HEADER_BYTES = 2  # the fixed bytes of a v2 packet; the rest of its header is bits
 MAX_FRAMES = 0xFFFF
 MAX_VOICE_BYTES = 32
-CODED = 0x08  # byte 1: the tokens are entropy-coded
+VOICE_BYTES = 8  # the shipped envelope code's size: its length costs 1 bit
+COUNT_K = 4  # frame counts are exp-Golomb of order 4 (25 frames: 7 bits)
+FRAME_WRAP = 1 << 24  # first-frame indices wrap here (~186 h at 25 Hz)
+SEQ_WRAP = 1 << 16
+_WIDTHS = {m.name: m.bits for m in TokenLayout().modes.values()}  # the mode's usual width
 
 
 @dataclass
@@ -85,167 +94,191 @@ def unpack_bits(data: bytes, count: int, width: int) -> np.ndarray:
     return bits.reshape(count, width).astype(np.int64) @ weights
 
 
-def _check_byte(data: bytes) -> int:
-    return zlib.crc32(data) & 0xFF
+def _check_byte(context: bytes, data: bytes) -> int:
+    return zlib.crc32(data, zlib.crc32(context)) & 0xFF
 
 
-def _check_header(buf: bytes) -> None:
-    """Validate the fixed fields of an 11-byte header."""
-    if len(buf) < HEADER_BYTES:
-        raise BitstreamError(f"packet truncated: {len(buf)} bytes, header needs {HEADER_BYTES}")
-    version = buf[0] >> 5
-    if version != VERSION:
-        raise BitstreamError(f"unsupported packet version {version} (this build reads {VERSION})")
-    if (buf[0] >> 3) & 0x03 not in MODE_NAMES:
-        raise BitstreamError(f"unknown mode id {(buf[0] >> 3) & 0x03} in packet header")
-    if buf[1] & 0x07:
-        raise BitstreamError("packet header has reserved bits set")
-    count = struct.unpack(">H", buf[8:10])[0]
-    if count == 0 and not buf[0] & 0x04:
-        raise BitstreamError("packet announces zero frames without end-of-stream")
+def _plain_bits(values: np.ndarray, width: int) -> list[int]:
+    shifts = np.arange(width - 1, -1, -1, dtype=np.int64)
+    return ((np.asarray(values, np.int64)[:, None] >> shifts) & 1).ravel().tolist()
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
+def _zigzag(v: int) -> int:
+    return 2 * v if v >= 0 else -2 * v - 1
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    n = shift = 0
-    for i in range(pos, min(pos + 4, len(data))):
-        n |= (data[i] & 0x7F) << shift
-        shift += 7
-        if not data[i] & 0x80:
-            return n, i + 1
-    raise BitstreamError("packet truncated or corrupt in its code length")
+def _unzigzag(z: int) -> int:
+    return z // 2 if z % 2 == 0 else -(z + 1) // 2
 
 
-def encode_packet(p: Packet, entropy: EntropyModel | None = None) -> bytes:
+def _runs(active: np.ndarray) -> list[int]:
+    edges = np.flatnonzero(np.diff(active.astype(np.int8))) + 1
+    bounds = [0, *edges.tolist(), len(active)]
+    return [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def encode_packet(p: Packet, entropy=None, version: int = VERSION) -> bytes:
     """Serialise a packet; raises BitstreamError on fields out of range. With an entropy
-    model the tokens are arithmetic-coded whenever that is shorter than plain packing."""
+    model (sdk/entropy.py, sdk/tokenlm.py) the tokens are arithmetic-coded whenever that
+    is shorter than plain packing. `version=1` writes the old layout (tests, tools)."""
+    if version == 1:
+        from .bitstream_v1 import encode_packet_v1
+
+        return encode_packet_v1(p, entropy)
     tokens = np.asarray(p.tokens, dtype=np.int64)
     if p.mode not in MODE_IDS:
         raise BitstreamError(f"unknown mode {p.mode!r}")
-    for name, value, hi in (
-        ("stream id", p.stream_id, 0xFF),
-        ("frame count", len(tokens), MAX_FRAMES),
-    ):
+    for name, value, hi in (("stream id", p.stream_id, 0xFF),
+                            ("frame count", len(tokens), MAX_FRAMES),
+                            ("sequence number", p.seq, SEQ_WRAP - 1),
+                            ("first frame", p.first_frame, FRAME_WRAP - 1)):
         if not 0 <= value <= hi:
             raise BitstreamError(f"{name} {value} out of range 0..{hi}")
+    if not 1 <= p.width <= 16:
+        raise BitstreamError(f"token width must be 1-16 bits, got {p.width}")
     active = tokens != SILENT
-    dtx = not bool(active.all())
+    live = tokens[active]
+    if live.size and (live.min() < 0 or live.max() >= (1 << p.width)):
+        raise BitstreamError(f"token out of range for {p.width}-bit width")
     voice = p.voice is not None
     if voice and not 1 <= len(p.voice) <= MAX_VOICE_BYTES:
         raise BitstreamError(f"voice code must be 1-{MAX_VOICE_BYTES} bytes, got {len(p.voice)}")
-    b0 = ((VERSION << 5) | (MODE_IDS[p.mode] << 3) | (int(p.eos) << 2) | (int(dtx) << 1)
-          | int(voice))
-    if not 1 <= p.width <= 16:
-        raise BitstreamError(f"token width must be 1-16 bits, got {p.width}")
-    payload = pack_bits(tokens[active], p.width)
+    dtx = not bool(active.all())
+    n = len(tokens)
+    w = BitWriter()
+    w.write(p.stream_id, 8)
+    w.golomb(n, COUNT_K)
+    w.gamma(p.seq)
+    w.gamma(_zigzag((p.first_frame - p.seq * n + FRAME_WRAP // 2) % FRAME_WRAP
+                    - FRAME_WRAP // 2))
+    w.flag(p.width != _WIDTHS[p.mode])
+    if p.width != _WIDTHS[p.mode]:
+        w.write(p.width - 1, 4)
+    if voice:
+        w.gamma(_zigzag(len(p.voice) - VOICE_BYTES))
+        w.extend(np.unpackbits(np.frombuffer(p.voice, np.uint8)).tolist())
+    if dtx:
+        runs = _runs(active)
+        w.flag(active[0])
+        w.gamma(len(runs) - 1)
+        for r in runs[:-1]:
+            w.gamma(r - 1)
+    payload = _plain_bits(live, p.width)
     coded = False
-    if entropy is not None and active.any():
+    if entropy is not None and live.size:
         if entropy.layout.mode(p.mode).bits != p.width:
             raise BitstreamError(f"token width {p.width} is not mode {p.mode}'s "
                                  f"{entropy.layout.mode(p.mode).bits} bits")
-        code = entropy.encode(tokens, p.mode)
-        framed = bytes([entropy.tag]) + _varint(len(code)) + code
-        if len(framed) < len(payload):
-            payload, coded = framed, True
-    b1 = ((p.width - 1) << 4) | (CODED if coded else 0)
-    head = bytes([b0, b1, p.stream_id]) + struct.pack(">H", p.seq & 0xFFFF)
-    head += (p.first_frame & 0xFFFFFF).to_bytes(3, "big") + struct.pack(">H", len(tokens))
-    body = bytes([len(p.voice)]) + p.voice if voice else b""
-    if dtx:
-        body += np.packbits(active.astype(np.uint8)).tobytes()
-    body += payload
-    return head + bytes([_check_byte(head + body)]) + body
+        code = entropy.encode_bits(tokens, p.mode)
+        if len(code) < len(payload):
+            payload, coded = code, True
+    w.extend(payload)
+    body = w.to_bytes()
+    b0 = ((VERSION << 5) | (MODE_IDS[p.mode] << 4) | (int(p.eos) << 3) | (int(dtx) << 2)
+          | (int(voice) << 1) | int(coded))
+    context = bytes([entropy.tag]) if coded else b""
+    return bytes([b0, _check_byte(context, bytes([b0]) + body)]) + body
 
 
-def decode_packet(data: bytes, entropy: EntropyModel | None = None) -> Packet:
+def decode_packet(data: bytes, entropy=None) -> Packet:
     """Parse exactly one packet; any malformation raises BitstreamError. `entropy`: the
     sender's entropy model (the bundle's), needed only for coded packets."""
     p, used = read_packet(data, 0, entropy)
     if used != len(data):
-        raise BitstreamError(
-            f"packet oversized: {len(data)} bytes, header announces {used}"
-        )
+        raise BitstreamError(f"packet oversized: {len(data)} bytes, header announces {used}"
+                             + (_other_tables(entropy) if p.coded else ""))
     return p
 
 
-def read_packet(data: bytes, offset: int, entropy: EntropyModel | None = None
-                ) -> tuple[Packet, int]:
+def _other_tables(entropy) -> str:
+    """What to add to an error about a coded packet: the tables may be the cause."""
+    return (f" (or it was coded with entropy tables other than this bundle's "
+            f"{entropy.tag:02x}: decode it with the sender's bundle)")
+
+
+def packet_version(data: bytes, offset: int = 0) -> int:
+    """The version field of the packet at `offset` (top 3 bits of its first byte)."""
+    if len(data) <= offset:
+        raise BitstreamError(f"packet truncated: {max(0, len(data) - offset)} bytes")
+    return data[offset] >> 5
+
+
+def read_packet(data: bytes, offset: int, entropy=None) -> tuple[Packet, int]:
     """Parse the packet starting at `offset`; return it and the offset just past it."""
-    buf = bytes(data[offset : offset + HEADER_BYTES])
-    _check_header(buf)
-    b0, b1 = buf[0], buf[1]
-    dtx = bool(b0 & 0x02)
-    mode_id = (b0 >> 3) & 0x03
-    width = (b1 >> 4) + 1
-    count = struct.unpack(">H", buf[8:10])[0]
-    pos = offset + HEADER_BYTES
-    nvoice = 0
-    if b0 & 0x01:
-        if len(data) <= pos:
-            raise BitstreamError("packet truncated before its voice code")
-        nvoice = data[pos]
+    version = packet_version(data, offset)
+    if version == 1:
+        from .bitstream_v1 import read_packet_v1
+
+        return read_packet_v1(data, offset, entropy)
+    if version != VERSION:
+        raise BitstreamError(f"unsupported packet version {version} (this build reads "
+                             f"versions {' and '.join(map(str, READS))})")
+    if len(data) < offset + HEADER_BYTES + 1:
+        raise BitstreamError(f"packet truncated: {len(data) - offset} bytes")
+    b0, check = data[offset], data[offset + 1]
+    mode = MODE_NAMES[(b0 >> 4) & 1]
+    eos, dtx, has_voice, coded = (bool(b0 & m) for m in (8, 4, 2, 1))
+    r = BitReader(data[offset:], HEADER_BYTES * 8)
+    stream_id = r.read(8)
+    n = r.golomb(COUNT_K, limit=16)
+    if n > MAX_FRAMES:
+        raise BitstreamError(f"packet corrupt: frame count {n} over {MAX_FRAMES}")
+    if n == 0 and not eos:
+        raise BitstreamError("packet announces zero frames without end-of-stream")
+    seq = r.gamma(limit=16)
+    delta = _unzigzag(r.gamma(limit=24))
+    if seq >= SEQ_WRAP or not -FRAME_WRAP // 2 <= delta < FRAME_WRAP // 2:
+        raise BitstreamError("packet corrupt: sequence number or frame index out of range")
+    width = r.read(4) + 1 if r.flag() else _WIDTHS[mode]
+    voice = None
+    if has_voice:
+        nvoice = _unzigzag(r.gamma("voice code", limit=6)) + VOICE_BYTES
         if not 1 <= nvoice <= MAX_VOICE_BYTES:
             raise BitstreamError(f"voice code length {nvoice} out of range 1..{MAX_VOICE_BYTES}")
-        nvoice += 1  # the length byte itself
-    nmap = (count + 7) // 8 if dtx else 0
+        voice = bytes(r.read(8, "voice code") for _ in range(nvoice))
+    active = np.ones(n, dtype=bool)
     if dtx:
-        raw = bytes(data[pos + nvoice : pos + nvoice + nmap])
-        if len(raw) < nmap:
-            raise BitstreamError("packet truncated inside the DTX bitmap")
-        active = np.unpackbits(np.frombuffer(raw, np.uint8))[:count].astype(bool)
-    else:
-        active = np.ones(count, dtype=bool)
+        first = r.flag("DTX runs")
+        count = r.gamma("DTX runs", limit=16) + 1
+        pos, value = 0, first
+        for _ in range(count - 1):
+            run = r.gamma("DTX runs", limit=16) + 1
+            if pos + run >= n:
+                raise BitstreamError("packet corrupt: DTX runs longer than the packet")
+            active[pos : pos + run] = value
+            pos, value = pos + run, not value
+        if pos >= n and n:
+            raise BitstreamError("packet corrupt: DTX runs longer than the packet")
+        active[pos:] = value
     n_active = int(active.sum())
-    coded = bool(b1 & CODED)
     if coded:
-        tag_at = pos + nvoice + nmap
-        n_code, code_at = _read_varint(data, tag_at + 1)
-        length = code_at - offset + n_code
+        if entropy is None:
+            raise BitstreamError("packet is entropy-coded but no entropy model was given: "
+                                 "decode it with the bundle of the codec that sent it")
+        if entropy.layout.mode(mode).bits != width:
+            raise BitstreamError(f"coded packet of mode {mode} announces {width}-bit tokens")
+        if not n_active:
+            raise BitstreamError("packet corrupt: coded without active frames")
+        try:
+            tokens, end_bit = entropy.decode_bits(r.bits, r.pos, active, mode)
+        except BitstreamError as exc:
+            raise BitstreamError(f"{exc}{_other_tables(entropy)}") from exc
     else:
-        length = HEADER_BYTES + nvoice + nmap + (n_active * width + 7) // 8
+        values = np.asarray([r.read(width, "tokens") for _ in range(n_active)], np.int64)
+        tokens = np.full(n, SILENT, dtype=np.int64)
+        tokens[active] = values
+        end_bit = r.pos
+    length = (end_bit + 7) // 8
+    if length > r.size // 8:
+        raise BitstreamError(f"packet truncated: {len(data) - offset} bytes, needs {length}"
+                             + (_other_tables(entropy) if coded else ""))
     end = offset + length
-    if len(data) < end:
-        raise BitstreamError(f"packet truncated: {len(data) - offset} bytes, needs {length}")
-    body = bytes(data[pos:end])
-    if _check_byte(buf[:10] + body) != buf[10]:
-        raise BitstreamError("packet corrupt: check byte mismatch")
-    mode = MODE_NAMES[mode_id]
-    if coded:
-        tokens = _decode_coded(data[tag_at], data[code_at:end], active, mode, width, entropy)
-    else:
-        tokens = np.full(count, SILENT, dtype=np.int64)
-        tokens[active] = unpack_bits(body[nvoice + nmap :], n_active, width)
-    packet = Packet(
-        stream_id=buf[2],
-        seq=struct.unpack(">H", buf[3:5])[0],
-        first_frame=int.from_bytes(buf[5:8], "big"),
-        tokens=tokens,
-        width=width,
-        mode=mode,
-        eos=bool(b0 & 0x04),
-        version=b0 >> 5,
-        voice=body[1:nvoice] if nvoice else None,
-        coded=coded,
-    )
+    body = bytes(data[offset + HEADER_BYTES : end])
+    context = bytes([entropy.tag]) if coded else b""
+    if _check_byte(context, bytes([b0]) + body) != check:
+        hint = _other_tables(entropy) if coded else ""
+        raise BitstreamError(f"packet corrupt: check byte mismatch{hint}")
+    packet = Packet(stream_id=stream_id, seq=seq, first_frame=(seq * n + delta) % FRAME_WRAP,
+                    tokens=tokens, width=width, mode=mode, eos=eos, version=VERSION,
+                    voice=voice, coded=coded)
     return packet, end
-
-
-def _decode_coded(tag: int, code: bytes, active: np.ndarray, mode: str, width: int,
-                  entropy: EntropyModel | None) -> np.ndarray:
-    if entropy is None:
-        raise BitstreamError("packet is entropy-coded but no entropy model was given: decode "
-                             "it with the bundle of the codec that sent it")
-    if tag != entropy.tag:
-        raise BitstreamError(f"packet was coded with entropy tables {tag:02x}, this bundle "
-                             f"has {entropy.tag:02x}: decode it with the sender's bundle")
-    if entropy.layout.mode(mode).bits != width:
-        raise BitstreamError(f"coded packet of mode {mode} announces {width}-bit tokens")
-    return entropy.decode(bytes(code), active, mode)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -20,6 +21,17 @@ class BrokerURL:
     tls: bool
     username: str | None = None
     password: str | None = None
+
+
+def is_loopback(host: str) -> bool:
+    """'localhost', 127.0.0.0/8 or ::1: a plaintext connection that never leaves the host
+    (the only place edge and receiver use mqtt:// without a warning)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_broker_url(url: str, allow_credentials: bool = True) -> BrokerURL:

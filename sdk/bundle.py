@@ -19,6 +19,7 @@ from . import spec
 from .entropy import EntropyModel
 from .errors import BundleError, CodecMismatchError
 from .spec import TokenLayout
+from .tokenlm import TokenLM, load_entropy
 from .voice import VoiceSpec
 
 FORMAT = "gacflow-bundle/1"
@@ -83,10 +84,10 @@ class Bundle:
         return None if raw is None else VoiceSpec.from_manifest(raw)
 
     @cached_property
-    def entropy(self) -> EntropyModel | None:
-        """The tables that code this codec's packets (None: tokens are sent plain)."""
+    def entropy(self) -> EntropyModel | TokenLM | None:
+        """The model that codes this codec's packets (None: tokens are sent plain)."""
         raw = self.manifest.get("entropy")
-        return None if raw is None else EntropyModel.from_manifest(raw, self.layout)
+        return None if raw is None else load_entropy(raw, self.layout)
 
     @property
     def model_config(self) -> dict[str, Any]:
@@ -196,7 +197,7 @@ def _check_manifest(root: Path, m: Any) -> None:
         t = m["token_layout"]
         layout = TokenLayout(tuple(t["base_levels"]), tuple(t["enh_levels"]))
         try:
-            EntropyModel.from_manifest(m["entropy"], layout)
+            load_entropy(m["entropy"], layout)
         except BundleError as exc:
             raise BundleError(f"bundle {root}: {exc}") from exc
 

@@ -159,24 +159,42 @@ class EntropyModel:
 
     # -- coding -----------------------------------------------------------------------
     def encode(self, tokens: np.ndarray, mode: str) -> bytes:
-        """Code the active frames (SILENT = not sent) of one packet."""
-        prev, inner, digits = _symbols(tokens, self.layout.mode(mode).levels)
-        if not len(digits):
+        """Code the active frames (SILENT = not sent) of one packet (v1 byte form)."""
+        if not np.any(np.asarray(tokens) != SILENT):
             return b""
         enc = ArithmeticEncoder()
+        self._encode_into(enc, tokens, mode)
+        return enc.finish()
+
+    def encode_bits(self, tokens: np.ndarray, mode: str) -> list[int]:
+        """The self-ending code of the active frames, as bits (v2 packets)."""
+        enc = ArithmeticEncoder()
+        self._encode_into(enc, tokens, mode)
+        return enc.finish_bits()
+
+    def _encode_into(self, enc: ArithmeticEncoder, tokens: np.ndarray, mode: str) -> None:
+        prev, inner, digits = _symbols(tokens, self.layout.mode(mode).levels)
         for p_row, i_row, d_row in zip(prev.tolist(), inner.tolist(), digits.tolist(),
                                         strict=True):
             for j, (p, i, d) in enumerate(zip(p_row, i_row, d_row, strict=True)):
                 cum = self._cum[j][p][i]
                 enc.encode(cum[d], cum[d + 1], TOTAL)
-        return enc.finish()
 
     def decode(self, data: bytes, active: np.ndarray, mode: str) -> np.ndarray:
         """Token ids of one packet's frames (SILENT where `active` is False)."""
+        return self._decode_from(ArithmeticDecoder(data), active, mode)
+
+    def decode_bits(self, bits: list[int], start: int, active: np.ndarray, mode: str
+                    ) -> tuple[np.ndarray, int]:
+        """Decode a v2 packet's code starting at bit `start`; also return its end bit."""
+        dec = ArithmeticDecoder(bits, start)
+        return self._decode_from(dec, active, mode), dec.end
+
+    def _decode_from(self, dec: ArithmeticDecoder, active: np.ndarray, mode: str
+                     ) -> np.ndarray:
         levels = self.layout.mode(mode).levels
         active = np.asarray(active, bool)
         out = np.full(len(active), SILENT, np.int64)
-        dec = ArithmeticDecoder(data)
         start = list(levels)
         prev: list[int] = start
         for t in np.flatnonzero(active).tolist():

@@ -35,3 +35,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def set_aside(path: str | os.PathLike) -> Path:
+    """Rename a corrupt file found at start (and an SQLite WAL/SHM beside it) to
+    `<name>.corrupt-<UTC time>`, so the service starts fresh and the file is kept for
+    inspection instead of being fatal or overwritten. Returns the new name."""
+    import time
+
+    path = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        src = path.with_name(path.name + suffix)
+        if src.exists():
+            os.replace(src, aside.with_name(aside.name + suffix))
+    return aside

@@ -60,8 +60,10 @@ def test_pack_bits_round_trip(width: int, data) -> None:
 
 
 def test_payload_is_exactly_header_plus_bits() -> None:
-    p = Packet(3, 7, 100, np.arange(125) % 1024, width=10)
-    assert len(encode_packet(p)) == HEADER_BYTES + (125 * 10 + 7) // 8
+    """v2: 2 fixed bytes, stream id 8 bits, g4(125) 11, g(seq 4) 5, g(0) 1 (the first
+    frame is 4 x 125), width flag 1, then 10 bits per token, padded to a byte."""
+    p = Packet(3, 4, 500, np.arange(125) % 1024, width=10)
+    assert len(encode_packet(p)) == HEADER_BYTES + (8 + 11 + 5 + 1 + 1 + 125 * 10 + 7) // 8
 
 
 def _good() -> bytes:

@@ -59,7 +59,8 @@ def test_three_edge_agents_decode_like_offline(broker, speech, tmp_path):
             packets = [decode_packet(p, ENTROPY) for _, p in rows]
             ids = np.concatenate([p.tokens for p in packets])
             # the agent sends the bundle's voice code; the receiver's EQ reads it
-            assert (packets[0].voice is not None) == (codec.voice is not None)
+            # (first in the packet that completes 2 s of audio: edge/packetizer.py)
+            assert any(p.voice is not None for p in packets) == (codec.voice is not None)
             offline = codec.decode(Tokens(ids, "275", codec.codec_id))
             assert s.gaps == 0 and len(got) == len(ids) * 640
             assert abs(stoi(wav, got) - stoi(wav, offline)) < 0.02

@@ -346,7 +346,7 @@ def test_no_dtx_estimate_counts_the_same_packets():
     from gacflow.bitstream import Packet
     from gacflow.edge.agent import EdgeAgent
 
-    stub = SimpleNamespace(entropy=None, _packet_log=None, stats=AgentStats(),
+    stub = SimpleNamespace(entropy=None, rate=None, _packet_log=None, stats=AgentStats(),
                            queue=SimpleNamespace(put=lambda data: 0, max_packets=1),
                            publisher=SimpleNamespace(wake=lambda: None))
     tokens = np.arange(25, dtype=np.int64) % 1024

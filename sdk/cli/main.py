@@ -80,7 +80,7 @@ def encode_with_backend(bundle: Bundle, wav, mode: str, backend: str) -> Tokens:
 def cmd_decode(args: argparse.Namespace) -> int:
     require("torch", "cloud", "decode (the torch decoder)")
     bundle = Bundle.load(args.bundle)
-    tokens, _ = container.read(args.input, bundle.entropy)
+    tokens, _ = container.read(args.input, bundle.entropy, bundle.codec_id)
     bundle.check_codec(tokens.codec_id)
     from ..model import Codec
 
@@ -93,7 +93,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     # only the manifest's tables are needed: no need to hash the model files
-    tokens, info = container.read(args.input, Bundle.load(args.bundle, verify=False).entropy)
+    held = Bundle.load(args.bundle, verify=False)
+    tokens, info = container.read(args.input, held.entropy, held.codec_id)
     report = {
         "file": str(args.input),
         "codec_id": info.codec_id,
