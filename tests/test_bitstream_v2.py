@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_entropy import sticky_tokens
 
 from gacflow import container
 from gacflow.bitio import BitReader, BitWriter
@@ -23,13 +24,7 @@ from gacflow.tokens import Tokens
 LAYOUT = TokenLayout()
 
 
-def sticky(rng: np.random.Generator, n: int, keep: float = 0.7) -> np.ndarray:
-    """275-mode tokens whose digits keep their previous value with p=`keep`."""
-    digits = rng.integers(0, 4, size=(n, 5))
-    for t in range(1, n):
-        same = rng.random(5) < keep
-        digits[t, same] = digits[t - 1, same]
-    return digits @ (4 ** np.arange(4, -1, -1))
+sticky = sticky_tokens  # 275-mode tokens that change like speech tokens (test_entropy.py)
 
 
 @pytest.fixture(scope="module")

@@ -188,10 +188,14 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
         init = start["model"] if start else init_state(origin, cfg.init_decoder)
         if cfg.init_only:
             init = {k: v for k, v in init.items() if k.startswith(tuple(cfg.init_only))}
-        if cfg.init_decoder_from:
-            other = init_state(Path(cfg.init_decoder_from), cfg.init_decoder)
+        if cfg.init_decoder_from:  # the decoder (and its critics) from elsewhere
+            dec_origin = Path(cfg.init_decoder_from)
+            dec_start = load_checkpoint(dec_origin) if dec_origin.is_file() else None
+            other = dec_start["model"] if dec_start else init_state(dec_origin,
+                                                                    cfg.init_decoder)
             init = {**{k: v for k, v in init.items() if not k.startswith("decoder.")},
                     **{k: v for k, v in other.items() if k.startswith("decoder.")}}
+            start = dec_start if dec_start and "disc" in dec_start else start
         fresh = load_grown(model, init)
         if fresh:
             print(f"grown from {cfg.init_from}: {len(fresh)} new tensors start as identity")
