@@ -1,12 +1,13 @@
-"""INT8 encoder on LiteRT (TFLite interpreter): the backend for 32-bit Pi OS (no torch).
+"""INT8 encoder on LiteRT (TFLite interpreter): the second edge backend (no torch).
 
 Same contract as the ONNX runtime: `encoder.int8.tflite` is one token frame with its conv
 state as explicit inputs/outputs (`state_in_i` -> `state_out_i`, here [1, ctx, C]),
 float32 at the interface and int8 inside. The model bytes are sha256-checked against
 the manifest and the interpreter is built from those bytes.
 
-Platforms: `ai-edge-litert` has wheels for x86_64 and aarch64 Linux (Pi OS 64-bit);
-on armv7l (Pi OS 32-bit) install `tflite-runtime` (needs numpy<2), used as a fallback.
+Platforms: `ai-edge-litert` has wheels for x86_64 and aarch64 Linux (Pi OS 64-bit). An
+installed `tflite-runtime` is used as a fallback; neither has an armv7l wheel for CPython
+3.11 on PyPI, so 32-bit Pi OS is not supported (docs/edge.md, "Device guide").
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _interpreter_class():
             from tflite_runtime.interpreter import Interpreter
         except ImportError as exc:
             raise ConfigError("the tflite backend needs ai-edge-litert (pip install "
-                              "'gacflow[edge-tflite]') or, on armv7l, tflite-runtime") from exc
+                              "'gacflow[edge-tflite]') or tflite-runtime") from exc
     return Interpreter
 
 

@@ -7,7 +7,8 @@ the sha256 the manifest lists, and handed to ONNX Runtime from memory: the file 
 runs is the file that was verified, even if the disk changes after `Bundle.load`.
 
 Platforms: onnxruntime publishes wheels for x86_64 and aarch64 Linux (Raspberry Pi OS
-64-bit, Pi 3/4/5/Zero 2 W); there is no armv7l (32-bit Pi OS) wheel, use LiteRT there.
+64-bit, Pi 3/4/5/Zero 2 W); there is no armv7l (32-bit Pi OS) wheel, and no LiteRT one
+either: flash the 64-bit OS (docs/edge.md, "Device guide").
 """
 
 from __future__ import annotations
