@@ -6,7 +6,7 @@ decoders and of the anchors from a `gacflow eval` output folder (clips.json), an
 DistillMOS, speaker similarity and WER against decoder GFLOP per second of audio, with the
 anchors as horizontal lines (they have no receiver-side model to count).
 
-    python bench/bench_ladder.py --eval eval-v2 [--bundle B] [--out bench/results/ladder]
+    python bench/bench_ladder.py --eval EVAL_OUT [MORE ...] [--bundle B] [--out OUT]
 """
 
 from __future__ import annotations
@@ -47,9 +47,16 @@ def decoder_costs(bundle: str | None) -> dict[str, dict]:
     return out
 
 
-def quality(eval_dir: Path) -> dict[str, dict[str, float]]:
-    rows = json.loads((eval_dir / "clips.json").read_text())
+def quality(eval_dirs: list[Path]) -> dict[str, dict[str, float]]:
+    """Mean scores per system; a system found in several eval folders is read from the
+    first (so a candidate's folders go first and an older run can supply the anchors)."""
     by: dict[str, dict[str, list[float]]] = {}
+    owner: dict[str, Path] = {}
+    rows = []
+    for d in eval_dirs:
+        for r in json.loads((d / "clips.json").read_text()):
+            if owner.setdefault(r["system"], d) == d:
+                rows.append(r)
     for r in rows:
         if r.get("error"):
             continue
@@ -62,7 +69,8 @@ def quality(eval_dir: Path) -> dict[str, dict[str, float]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", default=None)
-    ap.add_argument("--eval", required=True, type=Path, help="gacflow eval --out folder")
+    ap.add_argument("--eval", required=True, type=Path, nargs="+",
+                    help="gacflow eval --out folder(s) on the same clips")
     ap.add_argument("--out", default="bench/results/ladder", help="writes OUT.md and OUT.png")
     args = ap.parse_args(argv)
     costs = decoder_costs(args.bundle)
@@ -82,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(f"Eval: `{args.eval}`\n\n{table}\n")
+    sources = ", ".join(f"`{d}`" for d in args.eval)
+    out.with_suffix(".md").write_text(f"Eval: {sources}\n\n{table}\n")
     print(table)
     _plot(costs, q, anchors, out.with_suffix(".png"))
     print(f"wrote {out.with_suffix('.md')}, {out.with_suffix('.png')}")
