@@ -118,6 +118,9 @@ def _plot(costs: dict, q: dict, anchors: dict, path: Path) -> None:
         for i, (s, m) in enumerate(sorted(anchors.items())):
             if key in m:
                 ax.axhline(m[key], color=f"C{i}", linestyle="--", linewidth=1, label=s)
+        if not any(key in m for m in q.values()):
+            ax.text(0.5, 0.5, f"{label}: n/a on these clips", transform=ax.transAxes,
+                    ha="center", fontsize=8)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
