@@ -53,6 +53,8 @@ class TrainConfig:
     #   init_from (e.g. ["encoder."]: a wider decoder starts fresh on a trained encoder)
     init_decoder_from: str = ""  # checkpoint or bundle whose decoder replaces init_from's
     #   (e.g. a shipped adversarially trained decoder, fine-tuned to a new encoder's tokens)
+    init_critics_from: str = ""  # checkpoint holding the discriminators to go on with
+    #   (slim checkpoints can keep them in a file of their own, beside the decoder's)
     init_decoder: str = ""  # with a bundle dir: which decoder size (default: its default)
     voice: str = ""  # voice basis JSON (`gacflow-train voice-fit`); needs decoder.voice_dims
     voice_drop: float = 0.1  # share of crops decoded without a voice code

@@ -201,6 +201,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> Path:
             print(f"grown from {cfg.init_from}: {len(fresh)} new tensors start as identity")
         kept_digits = grown_digits(model, init)
         ck = None
+        if disc is not None and cfg.init_critics_from:  # critics kept in their own file
+            start = load_checkpoint(Path(cfg.init_critics_from))
         if disc is not None and start and "disc" in start:  # its discriminators, if any
             disc.load_state_dict(start["disc"])
     else:
