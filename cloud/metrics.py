@@ -23,6 +23,9 @@ PER_DEVICE = {
     "codec_mismatch": "packets refused because the device runs another codec",
     "quota_dropped": "packets dropped unparsed: over the device's size, rate or session quota",
     "sessions": "sessions finished",
+    "stream_bytes": "payload bytes of the packets placed (duplicates and refused ones not counted)",
+    "stream_seconds": "seconds of stream those packets carry (frames / frame rate, DTX included)",
+    "packets_175": "packets placed that the device sent in the 175 mode (rate control)",
 }
 
 
@@ -58,6 +61,12 @@ class Metrics:
         with self.lock:
             self.gauges[name] += value
 
+    def bitrate(self, device: str) -> float:
+        """Achieved payload bit/s of a device's placed packets (0 before any arrived)."""
+        with self.lock:
+            secs = self.counters["stream_seconds"].get(device, 0.0)
+            return self.counters["stream_bytes"].get(device, 0.0) * 8 / secs if secs else 0.0
+
     def total(self, name: str) -> float:
         with self.lock:
             return sum(self.counters[name].values())
@@ -70,6 +79,12 @@ class Metrics:
                           f"# TYPE gacflow_{name}_total counter"]
                 for dev, v in sorted(self.counters[name].items()):
                     lines.append(f'gacflow_{name}_total{{device="{dev}"}} {v:g}')
+            lines += ["# HELP gacflow_bitrate achieved payload bit/s of the device's "
+                      "streams (stream bytes x 8 / stream seconds)", "# TYPE gacflow_bitrate gauge"]
+            for dev, secs in sorted(self.counters["stream_seconds"].items()):
+                if secs:
+                    rate = self.counters["stream_bytes"][dev] * 8 / secs
+                    lines.append(f'gacflow_bitrate{{device="{dev}"}} {rate:.2f}')
             for name, v in self.gauges.items():
                 kind = "counter" if name.endswith("_total") else "gauge"
                 lines += [f"# TYPE gacflow_{name} {kind}", f"gacflow_{name} {v:g}"]

@@ -20,6 +20,7 @@ from pathlib import Path
 from gacflow import topics
 from gacflow.bitstream import decode_packet
 from gacflow.errors import BitstreamError, GacflowError
+from gacflow.spec import FRAME_RATE
 
 from .decoder_service import DecoderService
 from .metrics import Metrics
@@ -169,6 +170,13 @@ class Receiver:
             return
         if placed.outcome != "new":
             m.inc("duplicates", device)
+        else:  # the achieved rate: what the device spent on the stream it sent
+            s.payload_bytes += len(payload)
+            m.inc("stream_bytes", device, len(payload))
+            m.inc("stream_seconds", device, p.frame_count / FRAME_RATE)
+            if p.mode == "175":
+                s.packets_175 += 1
+                m.inc("packets_175", device)
         self._archive(device, arrival, payload, s.name, None)
 
     def _archive(self, device, arrival, payload, session, error) -> None:
@@ -220,8 +228,11 @@ class Receiver:
         if self.archive:
             self.archive.close_session(s, str(path))
             self._commit()
-        log.info("session %s/%s done: %.1f s, %d packets, %d gaps (%d frames lost), %s",
-                 s.device, s.name, s.frames / 25, s.packets, s.gaps, s.lost_frames, path)
+        secs = s.frames / FRAME_RATE
+        log.info("session %s/%s done: %.1f s, %d packets (%d at 175), %.0f bit/s payload, "
+                 "%d gaps (%d frames lost), %s", s.device, s.name, secs, s.packets,
+                 s.packets_175, s.payload_bytes * 8 / secs if secs else 0.0, s.gaps,
+                 s.lost_frames, path)
         self.finished.append((s, path))
         if self.on_finished:
             self.on_finished(s, path)
@@ -251,7 +262,9 @@ class Receiver:
                     continue
                 s = self.table.session_for(device, p, started, name=name)
                 try:
-                    s.place(p, arrival)
+                    if s.place(p, arrival).outcome == "new":
+                        s.payload_bytes += len(payload)
+                        s.packets_175 += p.mode == "175"
                 except BitstreamError:
                     continue
             if s is not None:

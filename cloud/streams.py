@@ -91,6 +91,8 @@ class Session:
     seq_at_start: dict[int, int] = field(default_factory=dict)  # array index -> seq
     seq_at_end: dict[int, int] = field(default_factory=dict)  # one past a packet -> its seq
     packets: int = 0
+    payload_bytes: int = 0  # of the packets placed: the stream's achieved rate
+    packets_175: int = 0  # placed packets sent in the 175 mode (rate control)
     duplicates: int = 0
     late: int = 0
     gaps: int = 0
