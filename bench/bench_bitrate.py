@@ -175,11 +175,16 @@ def report(clips: Path, with_live: bool) -> str:
               "| model | clip | 1 s packets | 30 s streams | 175 clip |",
               "|---|---:|---:|---:|---:|"]
     r1, r2 = rates(legacy, seqs), rates(lm, seqs)
-    for name, r in (("v1 tables (prev-digit/1)", r1), (f"token LM {lm.tag:02x}", r2)):
+    rows = [("v1 tables (prev-digit/1)", r1)]
+    rows += [(f"replaced token LM {m.tag:02x} ({type(m).__name__})", rates(m, seqs))
+             for m in getattr(lm, "previous", ())]
+    rows.append((f"token LM {lm.tag:02x} ({type(lm).__name__}), shipped", r2))
+    for name, r in rows:
         lines.append(f"| {name} | {r['clip']:.3f} | {r['1s']:.3f} | {r['30s']:.3f} | "
                      f"{r['clip175']:.3f} |")
-    lines.append("| saved | " + " | ".join(f"{1 - r2[k] / r1[k]:.1%}"
-                                           for k in ("clip", "1s", "30s", "clip175")) + " |")
+    for name, r in rows[:-1]:
+        lines.append(f"| saved vs {name.split(' (')[0]} | " + " | ".join(
+            f"{1 - r2[k] / r[k]:.1%}" for k in ("clip", "1s", "30s", "clip175")) + " |")
     enc_us, dec_us = coder_speed(lm, np.concatenate(seqs)[: 30 * FRAME_RATE])
     lines += ["", f"Token LM coder, pure Python, one core of this (shared) CPU: {enc_us:.0f} us "
               f"per frame to code, {dec_us:.0f} us to decode: {enc_us / 400:.2f} % of real "

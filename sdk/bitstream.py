@@ -204,7 +204,21 @@ def packet_version(data: bytes, offset: int = 0) -> int:
 
 
 def read_packet(data: bytes, offset: int, entropy=None) -> tuple[Packet, int]:
-    """Parse the packet starting at `offset`; return it and the offset just past it."""
+    """Parse the packet starting at `offset`; return it and the offset just past it. A
+    packet the bundle's token model cannot read is tried with the models it replaced
+    (`previous`, kept by `gacflow-train lm-fit`), so a refit loses no stored file."""
+    try:
+        return _read_packet(data, offset, entropy)
+    except BitstreamError as first:
+        for old in getattr(entropy, "previous", ()):
+            try:
+                return _read_packet(data, offset, old)
+            except BitstreamError:
+                continue
+        raise first
+
+
+def _read_packet(data: bytes, offset: int, entropy=None) -> tuple[Packet, int]:
     version = packet_version(data, offset)
     if version == 1:
         from .bitstream_v1 import read_packet_v1

@@ -33,7 +33,7 @@ import hashlib
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from math import prod
+from math import log2, prod
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,7 @@ from .arith import ArithmeticDecoder, ArithmeticEncoder
 from .entropy import EntropyModel, _check_mode_prefix, _quantize, _symbols, table_shape
 from .errors import BitstreamError, BundleError
 from .spec import SILENT, TokenLayout
+from .tokennet import ContextNet
 
 FORMAT = "mix-adaptive/1"
 PRIOR = 256  # an adaptive context's prior counts sum to this
@@ -64,6 +65,8 @@ class TokenLM:
     inc: int = INC
     limit: int = LIMIT
     legacy: EntropyModel | None = None  # the v1 tables, for version 1 packets and files
+    mix: tuple[int, ...] = (1, 1)  # weights of the models mixed (adaptive, static)
+    previous: tuple[Any, ...] = ()  # the models a refit replaced: old packets still read
     _rows: list[list[list[list[int]]]] = field(init=False, repr=False)
     _fallback: list[list[list[list[int]]]] = field(init=False, repr=False)
     _digest: str = field(init=False, repr=False)
@@ -179,20 +182,12 @@ class TokenLM:
             raise BundleError(f"entropy section: made for levels {raw.get('levels')}, this "
                               f"codec has {list(layout.all_levels)} (or other totals)")
         try:
-            blob = np.frombuffer(base64.b64decode(raw["prior"], validate=True), "<u2")
+            prior = _read_prior(base64.b64decode(raw["prior"], validate=True), layout)
             static_blob = zlib.decompress(base64.b64decode(raw["static"], validate=True))
             inc, limit = int(raw["inc"]), int(raw["limit"])
         except (KeyError, TypeError, ValueError, zlib.error) as exc:
             raise BundleError(f"entropy section: tables unreadable ({exc})") from exc
         levels = layout.all_levels
-        shapes = [table_shape(levels, j) for j in range(len(levels))]
-        sizes = [prod(s) for s in shapes]
-        if len(blob) != sum(sizes):
-            raise BundleError(f"entropy section: {len(blob)} counts, the layout needs "
-                              f"{sum(sizes)}")
-        ends = np.cumsum(sizes)
-        prior = tuple(blob[e - n:e].astype(np.int64).reshape(s)
-                      for e, n, s in zip(ends, sizes, shapes, strict=True))
         legacy = raw.get("legacy")
         model = cls(layout, prior, _read_static(static_blob, levels), inc, limit,
                     EntropyModel.from_manifest(legacy, layout) if legacy is not None else None)
@@ -251,77 +246,110 @@ class TokenLM:
             for k in range(len(row)):
                 row[k] = (row[k] + 1) >> 1
 
-    @staticmethod
-    def _cumulative(a: list[int], b: list[int] | tuple) -> list[int]:
-        """Cumulative counts of the even mixture of a and b (both >= 1 everywhere)."""
+    def _mixture(self, state: dict, j: int, p: int, inner: int, b: list[int] | tuple
+                 ) -> list[int]:
+        """Cumulative counts for digit j: the adaptive row mixed with the static one."""
+        return self._cumulative(self._adaptive(state, j, p, inner), b)
+
+    def _update(self, state: dict, j: int, p: int, inner: int, d: int) -> None:
+        """The adaptive model learns the coded digit."""
+        self._learn(self._adaptive(state, j, p, inner), d)
+
+    def _cumulative(self, a: list[int], b: list[int] | tuple) -> list[int]:
+        """Cumulative counts of the mixture of a and b (both >= 1 everywhere), weighted
+        `mix` (even for the tables)."""
         ta = sum(a)
+        wa, wb = self.mix
+        wa, wb = wa * STATIC_TOTAL, wb * ta
         cum = [0]
         for x, y in zip(a, b, strict=True):
-            cum.append(cum[-1] + x * STATIC_TOTAL + y * ta)
+            cum.append(cum[-1] + x * wa + y * wb)
         return cum
 
-    def _steps(self, tokens: np.ndarray, mode: str):
-        prev, inner, digits, k2, k3 = self.contexts(tokens, mode)
-        return zip(prev.tolist(), inner.tolist(), digits.tolist(), k2.tolist(), k3.tolist(),
-                   strict=True)
+    def _predictor(self, levels: tuple[int, ...], last: int, history: list[list[int]]):
+        """The static side for the next frame: (digit j, previous digit, earlier digits as
+        a number, earlier digits as a list) -> counts. `last` is the previous frame's
+        token (-1 at a packet's start or after a gap), `history` the digits of the frames
+        since then."""
+        rb, rt = self.radices
+        whole = len(levels) == len(self.layout.all_levels)
+        pbase = rb - 1 if last < 0 else last // prod(levels[len(self.layout.base_levels):])
+        ptok = rt - 1 if last < 0 or not whole else last
+
+        def row(j: int, p: int, inner: int, earlier: list[int]) -> list[int] | tuple:
+            k2 = (inner * (levels[j] + 1) + p) * rb + pbase
+            return self._static_row(j, p, inner, k2, k2 * rt + ptok)
+
+        return row
+
+    def _walk(self, active: np.ndarray, mode: str, step) -> np.ndarray:
+        """Run the model over one packet's frames; `step(t, j, cum)` codes or decodes digit
+        j of frame t from the cumulative counts and returns it. Returns the token ids
+        (SILENT where `active` is False)."""
+        levels = self.layout.mode(mode).levels
+        active = np.asarray(active, bool)
+        out = np.full(len(active), SILENT, np.int64)
+        state: dict[tuple[int, int, int], list[int]] = {}
+        startp = list(levels)
+        prev, last = startp, -1
+        history: list[list[int]] = []
+        for t in np.flatnonzero(active).tolist():
+            if t == 0 or not active[t - 1]:
+                prev, last, history = startp, -1, []
+            static = self._predictor(levels, last, history)
+            digits: list[int] = []
+            inner = 0
+            for j, n in enumerate(levels):
+                p = prev[j]
+                d = step(t, j, self._mixture(state, j, p, inner, static(j, p, inner, digits)))
+                self._update(state, j, p, inner, d)
+                digits.append(d)
+                inner = inner * n + d
+            out[t] = last = inner
+            prev = digits
+            history.append(digits)
+        return out
+
+    def _digits(self, tokens: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+        tokens = np.asarray(tokens, np.int64)
+        _, _, digits = _symbols(tokens, self.layout.mode(mode).levels)
+        frame = np.cumsum(tokens != SILENT) - 1  # active frame t -> row of `digits`
+        return tokens != SILENT, digits[frame].tolist() if len(digits) else []
 
     def encode_bits(self, tokens: np.ndarray, mode: str) -> list[int]:
         """The self-ending code of one packet's active frames, as bits."""
         enc = ArithmeticEncoder()
-        state: dict[tuple[int, int, int], list[int]] = {}
-        for ps, ins, ds, k2s, k3s in self._steps(tokens, mode):
-            for j, (p, i, d, k2, k3) in enumerate(zip(ps, ins, ds, k2s, k3s, strict=True)):
-                row = self._adaptive(state, j, p, i)
-                cum = self._cumulative(row, self._static_row(j, p, i, k2, k3))
-                enc.encode(cum[d], cum[d + 1], cum[-1])
-                self._learn(row, d)
+        active, digits = self._digits(tokens, mode)
+
+        def step(t: int, j: int, cum: list[int]) -> int:
+            d = digits[t][j]
+            enc.encode(cum[d], cum[d + 1], cum[-1])
+            return d
+
+        self._walk(active, mode, step)
         return enc.finish_bits()
 
     def decode_bits(self, bits: list[int], start: int, active: np.ndarray, mode: str
                     ) -> tuple[np.ndarray, int]:
         """Token ids of one packet's frames (SILENT where `active` is False) from the code
         at bit `start`, and the bit just past the code."""
-        levels = self.layout.mode(mode).levels
-        active = np.asarray(active, bool)
-        out = np.full(len(active), SILENT, np.int64)
         dec = ArithmeticDecoder(bits, start)
-        state: dict[tuple[int, int, int], list[int]] = {}
-        rb, rt = self.radices
-        whole = len(levels) == len(self.layout.all_levels)
-        enh = prod(levels[len(self.layout.base_levels):])
-        startp = list(levels)
-        prev, last = startp, -1
-        for t in np.flatnonzero(active).tolist():
-            if t == 0 or not active[t - 1]:
-                prev, last = startp, -1
-            pbase = rb - 1 if last < 0 else last // enh
-            ptok = rt - 1 if last < 0 or not whole else last
-            digits, inner = [], 0
-            for j, n in enumerate(levels):
-                p = prev[j]
-                k2 = (inner * (n + 1) + p) * rb + pbase
-                row = self._adaptive(state, j, p, inner)
-                d = dec.decode(self._cumulative(row, self._static_row(
-                    j, p, inner, k2, k2 * rt + ptok)))
-                self._learn(row, d)
-                digits.append(d)
-                inner = inner * n + d
-            out[t] = last = inner
-            prev = digits
+        out = self._walk(active, mode, lambda t, j, cum: dec.decode(cum))
         return out, dec.end
 
     def code_bits(self, tokens: np.ndarray, mode: str) -> float:
         """Ideal code length (bits) of one packet's active frames: what the coder reaches
         within a few bits."""
-        state: dict[tuple[int, int, int], list[int]] = {}
-        bits = 0.0
-        for ps, ins, ds, k2s, k3s in self._steps(tokens, mode):
-            for j, (p, i, d, k2, k3) in enumerate(zip(ps, ins, ds, k2s, k3s, strict=True)):
-                row = self._adaptive(state, j, p, i)
-                cum = self._cumulative(row, self._static_row(j, p, i, k2, k3))
-                bits += float(np.log2(cum[-1] / (cum[d + 1] - cum[d])))
-                self._learn(row, d)
-        return bits
+        active, digits = self._digits(tokens, mode)
+        total = [0.0]
+
+        def step(t: int, j: int, cum: list[int]) -> int:
+            d = digits[t][j]
+            total[0] += log2(cum[-1] / (cum[d + 1] - cum[d]))
+            return d
+
+        self._walk(active, mode, step)
+        return total[0]
 
     # v1 byte-form API: version 1 packets were coded with the legacy tables
     def encode(self, tokens: np.ndarray, mode: str) -> bytes:
@@ -383,8 +411,137 @@ def _read_static(blob: bytes, levels: tuple[int, ...]) -> tuple[tuple[Table, Tab
     return tuple(out)
 
 
+NEURAL_FORMAT = "mix-neural/1"
+FAST_PRIOR = 8  # the fast model: P(digit | earlier digits of the frame), from flat counts
+FAST_INC = 32  # so it follows the speaker within a few seconds
+FAST_LIMIT = 1 << 12
+
+
+@dataclass(frozen=True, eq=False)
+class NeuralTokenLM(TokenLM):
+    """The adaptive tables (A) and a fast adaptive model over the frame's earlier digits
+    alone, mixed with a small integer neural net over the last frames (sdk/tokennet.py)
+    in place of the static context tables; `mix` = their three weights. Why: the tables see one
+    previous frame; the net sees K, and generalises across speakers where a long context
+    table is sparse (issue 23: 5 % fewer bits than the tables on unseen voices)."""
+
+    net: ContextNet | None = None
+
+    def __post_init__(self) -> None:
+        if self.net is None or self.net.levels != self.layout.all_levels:
+            raise BundleError("neural token model: its net was made for levels "
+                              f"{None if self.net is None else list(self.net.levels)}, the "
+                              f"layout has {list(self.layout.all_levels)}")
+        if len(self.mix) != 3 or not all(0 <= w <= 64 for w in self.mix) or not self.mix[2]:
+            raise BundleError(f"neural token model: mixture weights {self.mix} out of range")
+        super().__post_init__()
+
+    def _fast(self, state: dict, j: int, inner: int) -> list[int]:
+        key = (-1, j, inner)  # the fast model's rows live beside A's in the packet state
+        row = state.get(key)
+        if row is None:
+            row = state[key] = [FAST_PRIOR] * self.layout.all_levels[j]
+        return row
+
+    def _mixture(self, state: dict, j: int, p: int, inner: int, b: list[int] | tuple
+                 ) -> list[int]:
+        """Three models, each first scaled to STATIC_TOTAL (so the coder's total stays
+        small), then mixed with the weights `mix` (adaptive, fast, net)."""
+        a = self._adaptive(state, j, p, inner)
+        f = self._fast(state, j, inner)
+        ta, tf = sum(a), sum(f)
+        wa, wf, wb = self.mix
+        cum = [0]
+        for x, y, z in zip(a, f, b, strict=True):
+            cum.append(cum[-1] + wa * max(1, x * STATIC_TOTAL // ta)
+                       + wf * max(1, y * STATIC_TOTAL // tf) + wb * z)
+        return cum
+
+    def _update(self, state: dict, j: int, p: int, inner: int, d: int) -> None:
+        self._learn(self._adaptive(state, j, p, inner), d)
+        row = self._fast(state, j, inner)
+        row[d] += FAST_INC
+        if sum(row) > FAST_LIMIT:
+            for k in range(len(row)):
+                row[k] = (row[k] + 1) >> 1
+
+    def _compute_digest(self) -> str:
+        h = hashlib.sha256(f"{NEURAL_FORMAT}/{self.inc}/{self.limit}/{self.mix}/"
+                           f"{FAST_PRIOR}/{FAST_INC}/{FAST_LIMIT}".encode())
+        for c in self.prior:
+            h.update(c.astype("<u2").tobytes())
+        h.update(self.net.digest_bytes())
+        return h.hexdigest()
+
+    def _predictor(self, levels: tuple[int, ...], last: int, history: list[list[int]]):
+        net = self.net
+        full = len(self.layout.all_levels)
+        # the 175 mode sends the base digits only: the rest of a frame reads as "start"
+        padded = [d + list(net.levels[len(d):]) for d in history] if len(levels) < full \
+            else history
+        h = net.frame_state(padded)
+
+        def row(j: int, p: int, inner: int, earlier: list[int]) -> list[int]:
+            return net.digit_counts(h, j, inner, STATIC_TOTAL)
+
+        return row
+
+    def to_manifest(self) -> dict[str, Any]:
+        blob = b"".join(c.astype("<u2").tobytes() for c in self.prior)
+        out = {"format": NEURAL_FORMAT, "levels": list(self.layout.all_levels),
+               "prior_total": PRIOR, "static_total": STATIC_TOTAL, "inc": self.inc,
+               "limit": self.limit, "mix": list(self.mix),
+               "prior": base64.b64encode(blob).decode("ascii"), "net": self.net.to_manifest(),
+               "digest": self.digest[:16]}
+        if self.legacy is not None:
+            out["legacy"] = self.legacy.to_manifest()
+        return out
+
+    @classmethod
+    def from_manifest(cls, raw: Any, layout: TokenLayout) -> NeuralTokenLM:
+        if not isinstance(raw, dict) or raw.get("format") != NEURAL_FORMAT:
+            raise BundleError(f"entropy section: format is not {NEURAL_FORMAT!r}")
+        if (raw.get("prior_total"), raw.get("static_total")) != (PRIOR, STATIC_TOTAL) or \
+                raw.get("levels") != list(layout.all_levels):
+            raise BundleError(f"entropy section: made for levels {raw.get('levels')}, this "
+                              f"codec has {list(layout.all_levels)} (or other totals)")
+        try:
+            prior = _read_prior(base64.b64decode(raw["prior"], validate=True), layout)
+            inc, limit = int(raw["inc"]), int(raw["limit"])
+            mix = tuple(int(w) for w in raw["mix"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"entropy section: tables unreadable ({exc})") from exc
+        legacy = raw.get("legacy")
+        model = cls(layout, prior, tuple(({}, {}) for _ in layout.all_levels), inc, limit,
+                    EntropyModel.from_manifest(legacy, layout) if legacy is not None else None,
+                    mix, net=ContextNet.from_manifest(raw.get("net"), layout.all_levels))
+        if raw.get("digest") not in (None, model.digest[:16]):
+            raise BundleError("entropy section: token model does not match its digest")
+        return model
+
+
+def _read_prior(blob: bytes, layout: TokenLayout) -> tuple[np.ndarray, ...]:
+    levels = layout.all_levels
+    counts = np.frombuffer(blob, "<u2")
+    shapes = [table_shape(levels, j) for j in range(len(levels))]
+    sizes = [prod(s) for s in shapes]
+    if len(counts) != sum(sizes):
+        raise BundleError(f"entropy section: {len(counts)} counts, the layout needs "
+                          f"{sum(sizes)}")
+    ends = np.cumsum(sizes)
+    return tuple(counts[e - n:e].astype(np.int64).reshape(s)
+                 for e, n, s in zip(ends, sizes, shapes, strict=True))
+
+
 def load_entropy(raw: Any, layout: TokenLayout) -> EntropyModel | TokenLM:
-    """The manifest's `entropy` section as the model it names (v1 tables or token LM)."""
-    if isinstance(raw, dict) and raw.get("format") == FORMAT:
-        return TokenLM.from_manifest(raw, layout)
+    """The manifest's `entropy` section as the model it names (v1 tables, token LM with
+    context tables, or with the neural context model)."""
+    if isinstance(raw, dict) and raw.get("format") in (NEURAL_FORMAT, FORMAT):
+        cls = NeuralTokenLM if raw["format"] == NEURAL_FORMAT else TokenLM
+        model = cls.from_manifest(raw, layout)
+        older = raw.get("previous", [])
+        if not isinstance(older, list):
+            raise BundleError("entropy section: `previous` is not a list")
+        object.__setattr__(model, "previous", tuple(load_entropy(r, layout) for r in older))
+        return model
     return EntropyModel.from_manifest(raw, layout)

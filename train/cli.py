@@ -129,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     lm.add_argument("--smoothing", type=float, default=4.0)
     lm.add_argument("--min-count", type=int, default=6,
                     help="long contexts seen fewer times are not stored (table size)")
+    lm.add_argument("--model", choices=("neural", "tables"), default="neural",
+                    help="context model mixed with the adaptive tables: the integer neural "
+                         "net over the last 8 frames (default), or the v2 context tables")
+    lm.add_argument("--every", type=int, default=1,
+                    help="fit on every Nth clip of each --data set: every speaker, 1/N of "
+                         "the encoding time")
     lm.add_argument("--tokens-cache", default=None,
                     help="folder keeping each data set's tokens (per codec id) for reruns")
     r = sub.add_parser("recognizer", help="train the phoneme recogniser that the "
@@ -232,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print_lm_report(fit_lm(Path(args.bundle), args.data, args.held_out, args.smoothing,
                                    args.min_count,
-                                   args.tokens_cache and Path(args.tokens_cache)))
+                                   args.tokens_cache and Path(args.tokens_cache), args.every,
+                                   args.model))
         elif args.cmd == "recognizer":
             from .recognizer import fit_recognizer
 
