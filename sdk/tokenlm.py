@@ -1,5 +1,6 @@
 """A causal token language model for lossless entropy coding: adaptive tables mixed with
-a longer static context.
+a longer static context (`TokenLM`, format mix-adaptive/1), or with a small integer neural
+net over the last frames (`NeuralTokenLM`, mix-neural/1, the shipped one; docs/bitstream.md).
 
 Each FSQ digit j of frame t is predicted by an even mixture of two models:
 
