@@ -162,26 +162,34 @@ class TokenLM:
                           rows.astype("<u2").tobytes()]
         return b"".join(parts)
 
-    def to_manifest(self) -> dict[str, Any]:
+    def _manifest(self, fmt: str, **extra: Any) -> dict[str, Any]:
+        """The section's fields every token model format shares, plus `extra`."""
         blob = b"".join(c.astype("<u2").tobytes() for c in self.prior)
-        out = {"format": FORMAT, "levels": list(self.layout.all_levels), "prior_total": PRIOR,
+        out = {"format": fmt, "levels": list(self.layout.all_levels), "prior_total": PRIOR,
                "static_total": STATIC_TOTAL, "inc": self.inc, "limit": self.limit,
-               "prior": base64.b64encode(blob).decode("ascii"),
-               "static": base64.b64encode(zlib.compress(self._static_blob(), 9)).decode(),
+               "prior": base64.b64encode(blob).decode("ascii"), **extra,
                "digest": self.digest[:16]}
         if self.legacy is not None:
             out["legacy"] = self.legacy.to_manifest()
         return out
 
-    @classmethod
-    def from_manifest(cls, raw: Any, layout: TokenLayout) -> TokenLM:
-        """Validate the manifest's `entropy` section; BundleError with the reason if bad."""
-        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-            raise BundleError(f"entropy section: format is not {FORMAT!r}")
+    def to_manifest(self) -> dict[str, Any]:
+        return self._manifest(FORMAT, static=base64.b64encode(
+            zlib.compress(self._static_blob(), 9)).decode())
+
+    @staticmethod
+    def _check_section(raw: Any, fmt: str, layout: TokenLayout) -> None:
+        if not isinstance(raw, dict) or raw.get("format") != fmt:
+            raise BundleError(f"entropy section: format is not {fmt!r}")
         if (raw.get("prior_total"), raw.get("static_total")) != (PRIOR, STATIC_TOTAL) or \
                 raw.get("levels") != list(layout.all_levels):
             raise BundleError(f"entropy section: made for levels {raw.get('levels')}, this "
                               f"codec has {list(layout.all_levels)} (or other totals)")
+
+    @classmethod
+    def from_manifest(cls, raw: Any, layout: TokenLayout) -> TokenLM:
+        """Validate the manifest's `entropy` section; BundleError with the reason if bad."""
+        cls._check_section(raw, FORMAT, layout)
         try:
             prior = _read_prior(base64.b64decode(raw["prior"], validate=True), layout)
             static_blob = zlib.decompress(base64.b64decode(raw["static"], validate=True))
@@ -488,24 +496,11 @@ class NeuralTokenLM(TokenLM):
         return row
 
     def to_manifest(self) -> dict[str, Any]:
-        blob = b"".join(c.astype("<u2").tobytes() for c in self.prior)
-        out = {"format": NEURAL_FORMAT, "levels": list(self.layout.all_levels),
-               "prior_total": PRIOR, "static_total": STATIC_TOTAL, "inc": self.inc,
-               "limit": self.limit, "mix": list(self.mix),
-               "prior": base64.b64encode(blob).decode("ascii"), "net": self.net.to_manifest(),
-               "digest": self.digest[:16]}
-        if self.legacy is not None:
-            out["legacy"] = self.legacy.to_manifest()
-        return out
+        return self._manifest(NEURAL_FORMAT, mix=list(self.mix), net=self.net.to_manifest())
 
     @classmethod
     def from_manifest(cls, raw: Any, layout: TokenLayout) -> NeuralTokenLM:
-        if not isinstance(raw, dict) or raw.get("format") != NEURAL_FORMAT:
-            raise BundleError(f"entropy section: format is not {NEURAL_FORMAT!r}")
-        if (raw.get("prior_total"), raw.get("static_total")) != (PRIOR, STATIC_TOTAL) or \
-                raw.get("levels") != list(layout.all_levels):
-            raise BundleError(f"entropy section: made for levels {raw.get('levels')}, this "
-                              f"codec has {list(layout.all_levels)} (or other totals)")
+        cls._check_section(raw, NEURAL_FORMAT, layout)
         try:
             prior = _read_prior(base64.b64decode(raw["prior"], validate=True), layout)
             inc, limit = int(raw["inc"]), int(raw["limit"])
