@@ -66,7 +66,6 @@ class TokenLM:
     inc: int = INC
     limit: int = LIMIT
     legacy: EntropyModel | None = None  # the v1 tables, for version 1 packets and files
-    mix: tuple[int, ...] = (1, 1)  # weights of the models mixed (adaptive, static)
     previous: tuple[Any, ...] = ()  # the models a refit replaced: old packets still read
     _rows: list[list[list[list[int]]]] = field(init=False, repr=False)
     _fallback: list[list[list[list[int]]]] = field(init=False, repr=False)
@@ -264,15 +263,13 @@ class TokenLM:
         """The adaptive model learns the coded digit."""
         self._learn(self._adaptive(state, j, p, inner), d)
 
-    def _cumulative(self, a: list[int], b: list[int] | tuple) -> list[int]:
-        """Cumulative counts of the mixture of a and b (both >= 1 everywhere), weighted
-        `mix` (even for the tables)."""
+    @staticmethod
+    def _cumulative(a: list[int], b: list[int] | tuple) -> list[int]:
+        """Cumulative counts of the even mixture of a and b (both >= 1 everywhere)."""
         ta = sum(a)
-        wa, wb = self.mix
-        wa, wb = wa * STATIC_TOTAL, wb * ta
         cum = [0]
         for x, y in zip(a, b, strict=True):
-            cum.append(cum[-1] + x * wa + y * wb)
+            cum.append(cum[-1] + x * STATIC_TOTAL + y * ta)
         return cum
 
     def _predictor(self, levels: tuple[int, ...], last: int, history: list[list[int]]):
@@ -319,7 +316,7 @@ class TokenLM:
             history.append(digits)
         return out
 
-    def _digits(self, tokens: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    def _digits(self, tokens: np.ndarray, mode: str) -> tuple[np.ndarray, list[list[int]]]:
         tokens = np.asarray(tokens, np.int64)
         _, _, digits = _symbols(tokens, self.layout.mode(mode).levels)
         frame = np.cumsum(tokens != SILENT) - 1  # active frame t -> row of `digits`
@@ -434,6 +431,7 @@ class NeuralTokenLM(TokenLM):
     previous frame; the net sees K, and generalises across speakers where a long context
     table is sparse (issue 23: 5 % fewer bits than the tables on unseen voices)."""
 
+    mix: tuple[int, int, int] = (1, 0, 3)  # weights of the adaptive, fast and net models
     net: ContextNet | None = None
 
     def __post_init__(self) -> None:
@@ -486,8 +484,9 @@ class NeuralTokenLM(TokenLM):
         net = self.net
         full = len(self.layout.all_levels)
         # the 175 mode sends the base digits only: the rest of a frame reads as "start"
-        padded = [d + list(net.levels[len(d):]) for d in history] if len(levels) < full \
-            else history
+        recent = history[-net.history:]  # all the net reads: no per-frame copy of the rest
+        padded = [d + list(net.levels[len(d):]) for d in recent] if len(levels) < full \
+            else recent
         h = net.frame_state(padded)
 
         def row(j: int, p: int, inner: int, earlier: list[int]) -> list[int]:
@@ -510,7 +509,7 @@ class NeuralTokenLM(TokenLM):
         legacy = raw.get("legacy")
         model = cls(layout, prior, tuple(({}, {}) for _ in layout.all_levels), inc, limit,
                     EntropyModel.from_manifest(legacy, layout) if legacy is not None else None,
-                    mix, net=ContextNet.from_manifest(raw.get("net"), layout.all_levels))
+                    mix=mix, net=ContextNet.from_manifest(raw.get("net"), layout.all_levels))
         if raw.get("digest") not in (None, model.digest[:16]):
             raise BundleError("entropy section: token model does not match its digest")
         return model

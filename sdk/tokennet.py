@@ -47,6 +47,15 @@ BIASES = (("b1", "w1"), ("b2", "w2"), ("b3", "w3"))  # a bias is kept at its lay
 _EXP_LIST = _EXP.tolist()
 
 
+def _shapes(levels: tuple[int, ...], history: int, hidden: int
+            ) -> dict[str, tuple[int, ...]]:
+    """Each layer's shape for a layout, a history length and a width (heads stacked)."""
+    n, m, h = len(levels), max(levels), hidden
+    return {"emb": (history * sum(x + 1 for x in levels), h), "w1": (h, h), "b1": (h,),
+            "inner": (sum(levels), h), "w2": (n, h, h), "b2": (n, h), "w3": (n, h, m),
+            "b3": (n, m)}
+
+
 def counts_from_logits(logits: list[int], total: int) -> list[int]:
     """Integer logits (FRAC fractional bits) -> counts >= 1 summing to `total`: exact
     (Python integers; a digit has a handful of levels, so no NumPy call pays off)."""
@@ -74,11 +83,7 @@ class ContextNet:
 
     def __post_init__(self) -> None:
         lv, k, h = self.levels, self.history, self.hidden
-        rows = k * sum(n + 1 for n in lv)
-        shapes = {"emb": (rows, h), "w1": (h, h), "b1": (h,), "inner": (sum(lv), h),
-                  "w2": (len(lv), h, h), "b2": (len(lv), h), "w3": (len(lv), h, max(lv)),
-                  "b3": (len(lv), max(lv))}
-        for name, shape in shapes.items():
+        for name, shape in _shapes(lv, k, h).items():
             a = self.q.get(name)
             if a is None or a.shape != shape:
                 raise BundleError(f"token net: {name} has shape "
@@ -164,11 +169,7 @@ class ContextNet:
                 shift[name] = int(layer["shift"])
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"token net unreadable ({exc})") from exc
-        n, m = len(levels), max(levels)
-        rows = k * sum(x + 1 for x in levels)
-        shapes = {"emb": (rows, h), "w1": (h, h), "b1": (h,), "inner": (sum(levels), h),
-                  "w2": (n, h, h), "b2": (n, h), "w3": (n, h, m), "b3": (n, m)}
-        for name, shape in shapes.items():
+        for name, shape in _shapes(tuple(levels), k, h).items():
             if q[name].size != math.prod(shape):
                 raise BundleError(f"token net: {name} has {q[name].size} values, expected "
                                   f"{math.prod(shape)}")

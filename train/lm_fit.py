@@ -147,7 +147,7 @@ def fit_neural(sequences: list[np.ndarray], speakers: list[str], tables: TokenLM
     def model(net, mix) -> NeuralTokenLM:
         return NeuralTokenLM(tables.layout, tables.prior,
                              tuple(({}, {}) for _ in tables.layout.all_levels), NEURAL_INC,
-                             tables.limit, tables.legacy, mix, net=net)
+                             tables.limit, tables.legacy, mix=mix, net=net)
 
     probe = train_net(rest, tables.layout, epochs=3)
     cost = {mix: sum(model(probe, mix).code_bits(s, "275") for s in held) for mix in MIXES}
